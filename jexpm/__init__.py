@@ -1,0 +1,14 @@
+"""jexpm: fast, accurate matrix exponentials for JAX.
+
+Taylor approximants of order 1, 2, 4, 8 and 15+ evaluated with Sastre's formulas,
+order and scaling chosen on device, a memory-lean custom VJP and batching rules.
+"""
+
+from ._expm import ExpmInfo as ExpmInfo
+from ._expm import expm as expm
+from ._expm import expm_frechet as expm_frechet
+from ._expm import expm_lowrank as expm_lowrank
+from ._expm import phi1 as phi1
+
+__all__ = ["ExpmInfo", "expm", "expm_frechet", "expm_lowrank", "phi1"]
+__version__ = "0.1.0"

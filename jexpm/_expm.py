@@ -1,0 +1,305 @@
+"""Public entry points: expm, phi1, expm_lowrank, expm_frechet."""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import ArrayLike
+
+from ._schemes import METHODS
+from ._transforms import kernel
+
+_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+
+
+class ExpmInfo(NamedTuple):
+    """What one call did, per batch member (arrays with the batch shape).
+
+    Attributes:
+      order: Taylor order m used (15 stands for 15+; for ``method="baseline"``, the
+        number of Taylor terms summed).
+      squarings: number of squarings s.
+      products: matrix products used, A2, evaluation and squarings included.
+    """
+
+    order: jax.Array
+    squarings: jax.Array
+    products: jax.Array
+
+
+def _as_square(a: ArrayLike, name: str, func: str) -> jax.Array:
+    a = jnp.asarray(a)
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(
+            f"{func}: {name} must be a square matrix or a stack of them, shape (..., n, n); "
+            f"got shape {a.shape}"
+        )
+    return _as_inexact(a, name, func)
+
+
+def _as_inexact(a: jax.Array, name: str, func: str) -> jax.Array:
+    if a.dtype in _LOW_PRECISION:
+        raise TypeError(
+            f"{func}: {name} has dtype {a.dtype}; bfloat16 and float16 are not supported "
+            "yet. Cast to float32 and back."
+        )
+    if not jnp.issubdtype(a.dtype, jnp.inexact):
+        a = a.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    return a
+
+
+def _check_method(method: str, func: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"{func}: method must be one of {METHODS}, got {method!r}")
+
+
+def _tolerance(tol: float | None, dtype: np.dtype, func: str) -> float:
+    """``tol`` as a Python float; None means the unit roundoff of ``dtype``."""
+    if tol is None:
+        return float(np.finfo(dtype).eps) / 2
+    try:
+        tol = float(tol)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        raise TypeError(f"{func}: tol must be a Python number, got {tol!r}") from None
+    if not (0 < tol < 1):
+        raise ValueError(f"{func}: tol must satisfy 0 < tol < 1, got {tol}")
+    return tol
+
+
+def _run(family: str, a: jax.Array, tol, method: str, func: str):
+    _check_method(method, func)
+    tol = _tolerance(tol, a.dtype, func)
+    batch = a.shape[:-2]
+    if a.shape[-1] == 0:
+        zeros = jnp.zeros(batch, jnp.int32)
+        return a, ExpmInfo(zeros, zeros, zeros)
+    result, index, s, products = kernel(method, family, tol).forward(a)
+    if method == "baseline":
+        order = index
+    else:
+        from ._schemes import SCHEMES
+
+        order = jnp.asarray(SCHEMES[method, family].orders, jnp.int32)[index]
+    info = jax.tree_util.tree_map(lax.stop_gradient, ExpmInfo(order, s, products))
+    return result, info
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "method", "return_info"))
+def expm(
+    a: ArrayLike,
+    *,
+    tol: float | None = None,
+    method: str = "opt15",
+    return_info: bool = False,
+) -> jax.Array | tuple[jax.Array, ExpmInfo]:
+    r"""Matrix exponential by Taylor scaling and squaring with on-device order selection.
+
+    Computes :math:`e^A = \sum_k A^k / k!` as :math:`T_m(2^{-s} A)^{2^s}`, where
+    :math:`T_m` is a Taylor approximant of order :math:`m \in \{1, 2, 4, 8, 15+\}`
+    evaluated with 0, 1, 2, 3 or 4 matrix products (Sastre's formulas; Paterson-
+    Stockmeyer needs 6 products for order 16 and reaches only order 9 with 4). The
+    order and :math:`s` are chosen from :math:`\|A\|_1` and :math:`\|A^2\|_1` so that
+    the first two neglected Taylor terms stay below ``tol``; the choice happens on
+    device (``lax.switch`` and a ``fori_loop``): no host synchronisation and no
+    recompilation when the values change.
+
+    For a batch (..., n, n) all members share the highest order any of them needs
+    and each keeps its own number of squarings, so every member meets ``tol``.
+    ``jax.vmap`` gets the same treatment. Gradients (``jax.grad``) go through a
+    custom VJP that differentiates exactly the approximant that was computed,
+    without storing the squarings; forward mode (``jax.jvp``, ``jax.jacfwd``) is
+    not available through it: use :func:`jexpm.expm_frechet`.
+
+    Args:
+      a: array of shape (..., n, n); float32, float64, complex64 or complex128.
+        Integer and boolean input is promoted to the default float type.
+      tol: bound on the truncation error of the scaled approximant (absolute, like
+        the authors' rule); defaults to the unit roundoff of the dtype (2**-24 for
+        float32, 2**-53 for float64). Larger values are faster (e.g. ``1e-3`` for
+        training); values below the unit roundoff buy squarings, not accuracy.
+      method: ``"opt15"`` (default) for the Sastre formulas, ``"ps"`` for
+        Paterson-Stockmeyer (orders 1, 2, 4, 6, 9, 12, 16), ``"baseline"`` for
+        the Taylor loop of Xiao and Liu (2020) that the paper compares against.
+      return_info: also return an :class:`ExpmInfo`.
+
+    Returns:
+      exp(a) with the shape and dtype of ``a`` and, with ``return_info=True``, an
+      :class:`ExpmInfo` of per-member order, squarings and products. Members with a
+      NaN or Inf entry give all-NaN results.
+
+    Raises:
+      ValueError: ``a`` is not (..., n, n), ``method`` is unknown, or ``tol`` is not
+        in (0, 1).
+      TypeError: bfloat16/float16 input, or ``tol`` not a Python number.
+
+    Examples:
+      >>> import jax.numpy as jnp, jexpm
+      >>> a = jnp.array([[0.0, 1.0], [-1.0, 0.0]])
+      >>> bool(jnp.allclose(jexpm.expm(a) @ jexpm.expm(-a), jnp.eye(2), atol=1e-6))
+      True
+      >>> x, info = jexpm.expm(3.0 * a, return_info=True)
+      >>> int(info.order), int(info.squarings), int(info.products)
+      (15, 1, 5)
+
+    References:
+      J. Sastre et al., "Improving Matrix Exponential for Generative AI Flows: A
+      Taylor-Based Approach Beyond Paterson-Stockmeyer", arXiv:2512.20777 (2025).
+      J. Sastre, "Efficient evaluation of matrix polynomials", Linear Algebra Appl.
+      539 (2018) 229-250.
+    """
+    a = _as_square(a, "a", "expm")
+    result, info = _run("exp", a, tol, method, "expm")
+    return (result, info) if return_info else result
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "method", "return_info"))
+def phi1(
+    a: ArrayLike,
+    *,
+    tol: float | None = None,
+    method: str = "opt15",
+    return_info: bool = False,
+) -> jax.Array | tuple[jax.Array, ExpmInfo]:
+    r"""The first phi-function, :math:`\varphi_1(A) = \sum_k A^k / (k+1)!`.
+
+    :math:`\varphi_1(A) = A^{-1}(e^A - I)` when A is invertible, and
+    :math:`e^A = I + A\,\varphi_1(A)` always. Same orders, products and on-device
+    selection as :func:`expm`; large norms are handled by scaling and the doubling
+    rule :math:`\varphi_1(2X) = \varphi_1(X) + \tfrac12 \varphi_1(X) X \varphi_1(X)`
+    (two products per step).
+
+    Args:
+      a: array of shape (..., n, n).
+      tol: truncation tolerance, default the unit roundoff of the dtype.
+      method: ``"opt15"``, ``"ps"`` or ``"baseline"`` as in :func:`expm`.
+      return_info: also return an :class:`ExpmInfo`.
+
+    Returns:
+      phi1(a), and optionally the :class:`ExpmInfo`.
+
+    Raises:
+      ValueError: as :func:`expm`.
+      TypeError: as :func:`expm`.
+
+    Examples:
+      >>> import jax.numpy as jnp, jexpm
+      >>> a = jnp.array([[0.5, 2.0], [0.0, -1.0]])
+      >>> lhs = jnp.eye(2) + a @ jexpm.phi1(a)
+      >>> bool(jnp.allclose(lhs, jexpm.expm(a), atol=1e-6))
+      True
+
+    References:
+      N. J. Higham, "Functions of Matrices", SIAM (2008), section 10.7.4.
+    """
+    a = _as_square(a, "a", "phi1")
+    result, info = _run("phi1", a, tol, method, "phi1")
+    return (result, info) if return_info else result
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "method"))
+def expm_lowrank(
+    u: ArrayLike, v: ArrayLike, *, tol: float | None = None, method: str = "opt15"
+) -> jax.Array:
+    r"""Exponential of a low-rank product, :math:`e^{UV} = I + U \varphi_1(VU) V`.
+
+    Only the small r x r matrix VU is exponentiated, so the cost is
+    O(n r^2 + n^2 r) instead of O(n^3); and :math:`\det e^{UV} = e^{\mathrm{tr}(VU)}`.
+
+    Args:
+      u: array of shape (..., n, r).
+      v: array of shape (..., r, n).
+      tol: tolerance passed to :func:`phi1`.
+      method: method passed to :func:`phi1`.
+
+    Returns:
+      exp(u @ v), shape (..., n, n).
+
+    Raises:
+      ValueError: shapes that do not fit (..., n, r) and (..., r, n).
+      TypeError: as :func:`expm`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jexpm
+      >>> u = jax.random.normal(jax.random.key(0), (6, 2))
+      >>> v = jax.random.normal(jax.random.key(1), (2, 6))
+      >>> bool(jnp.allclose(jexpm.expm_lowrank(u, v), jexpm.expm(u @ v), atol=1e-5))
+      True
+    """
+    u, v = jnp.asarray(u), jnp.asarray(v)
+    if u.ndim < 2 or v.ndim < 2 or u.shape[-1] != v.shape[-2] or u.shape[-2] != v.shape[-1]:
+        raise ValueError(
+            "expm_lowrank: u and v must have shapes (..., n, r) and (..., r, n); "
+            f"got {u.shape} and {v.shape}"
+        )
+    dtype = jnp.result_type(_as_inexact(u, "u", "expm_lowrank"), _as_inexact(v, "v", "expm_lowrank"))
+    u, v = u.astype(dtype), v.astype(dtype)
+    hi = lax.Precision.HIGHEST
+    p = phi1(jnp.matmul(v, u, precision=hi), tol=tol, method=method)
+    n = u.shape[-2]
+    return jnp.eye(n, dtype=dtype) + jnp.matmul(jnp.matmul(u, p, precision=hi), v, precision=hi)
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "method", "compute_expm"))
+def expm_frechet(
+    a: ArrayLike,
+    e: ArrayLike,
+    *,
+    tol: float | None = None,
+    method: str = "opt15",
+    compute_expm: bool = True,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    r"""Frechet derivative of the matrix exponential, :math:`L(A, E)`.
+
+    :math:`L(A, E) = \frac{d}{dt} e^{A + tE} \big|_{t=0}`: the directional
+    derivative, i.e. what ``jax.jvp`` would give (forward mode is not available
+    through :func:`expm`'s custom VJP). It is the exact derivative of the approximant
+    :func:`expm` computes at ``a`` (same order and squarings), evaluated forward
+    while carrying the direction: memory does not grow with the squarings. The result
+    is differentiable with ``jax.grad``.
+
+    Args:
+      a: array of shape (..., n, n).
+      e: direction, same shape as ``a``.
+      tol: tolerance, as in :func:`expm`.
+      method: method, as in :func:`expm`.
+      compute_expm: also return expm(a), as ``scipy.linalg.expm_frechet`` does.
+
+    Returns:
+      ``(expm(a), L(a, e))`` if ``compute_expm`` else ``L(a, e)``.
+
+    Raises:
+      ValueError: shapes that are not (..., n, n) or differ.
+      TypeError: as :func:`expm`.
+
+    Examples:
+      >>> import jax.numpy as jnp, jexpm
+      >>> a = jnp.array([[1.0, 2.0], [0.0, -1.0]])
+      >>> x, l = jexpm.expm_frechet(a, a)
+      >>> bool(jnp.allclose(l, a @ x, atol=1e-5))  # L(A, A) = A e^A
+      True
+
+    References:
+      A. H. Al-Mohy and N. J. Higham, "Computing the Frechet derivative of the
+      matrix exponential", SIAM J. Matrix Anal. Appl. 30(4) (2009).
+    """
+    a = _as_square(a, "a", "expm_frechet")
+    e = jnp.asarray(e)
+    if e.shape != a.shape:
+        raise ValueError(
+            f"expm_frechet: e must have the shape of a, {a.shape}; got shape {e.shape}"
+        )
+    dtype = jnp.result_type(a, _as_inexact(e, "e", "expm_frechet"))
+    a, e = a.astype(dtype), e.astype(dtype)
+    _check_method(method, "expm_frechet")
+    tol = _tolerance(tol, dtype, "expm_frechet")
+    if a.shape[-1] == 0:
+        return (a, e) if compute_expm else e
+    k = kernel(method, "exp", tol)
+    x, index, s, _ = k.forward(a)
+    frechet = k.frechet(a, e, lax.stop_gradient(index), lax.stop_gradient(s))
+    return (x, frechet) if compute_expm else frechet

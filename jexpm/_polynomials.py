@@ -1,0 +1,104 @@
+"""Evaluation formulas for the Taylor-type approximants (the scaled polynomial T_m).
+
+Each formula takes the scaled matrix ``a``, its square ``a2`` (already computed, and
+counted, by the caller) and returns T_m(a). Coefficients come from _coefficients.py;
+the shapes are those of [S18]/[S25] (opt15) and of Paterson and Stockmeyer (1973)
+(ps). The number of products a formula uses, A2 included, is in ``Scheme.products``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from . import _coefficients as C
+from ._products import matmul
+
+Formula = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _plus_identity(x: jax.Array, c: float) -> jax.Array:
+    return x + c * jnp.eye(x.shape[-1], dtype=x.dtype)
+
+
+def linear(c0: float, c1: float) -> Callable[[jax.Array], jax.Array]:
+    """Order 1: c0 I + c1 A (no product, no A2)."""
+    return lambda a: _plus_identity(c1 * a, c0)
+
+
+def quadratic(c: Sequence[float]) -> Formula:
+    """Order 2: c0 I + c1 A + c2 A2."""
+    return lambda a, a2: _plus_identity(c[1] * a + c[2] * a2, c[0])
+
+
+def sastre4(c: Sequence[float]) -> Formula:
+    """Order 4: ((c5 A2 + A) c4 + I)(c3 A2) + c2 A + c1 I (one product)."""
+
+    def formula(a: jax.Array, a2: jax.Array) -> jax.Array:
+        left = _plus_identity((c[4] * a2 + a) * c[3], 1.0)
+        return _plus_identity(matmul(left, c[2] * a2) + c[1] * a, c[0])
+
+    return formula
+
+
+def sastre8(c: Sequence[float]) -> Formula:
+    """Order 8 [S18, eq. (35)]: two products after A2."""
+    c1, c2, c3, c4, c5, c6, c7, c8, c9 = c
+
+    def formula(a: jax.Array, a2: jax.Array) -> jax.Array:
+        y0 = matmul(a2, c1 * a2 + c2 * a)
+        t = matmul(y0 + c3 * a2 + c4 * a, y0 + c5 * a2)
+        return _plus_identity(t + c6 * y0 + c7 * a2 + c8 * a, c9)
+
+    return formula
+
+
+def sastre15(c: Sequence[float]) -> Formula:
+    """Order 15+ [S18, Table 7; S25]: three products after A2, exact to degree 15."""
+    c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16 = c
+
+    def formula(a: jax.Array, a2: jax.Array) -> jax.Array:
+        y0 = matmul(a2, c1 * a2 + c2 * a)
+        y1 = matmul(y0 + c3 * a2 + c4 * a, y0 + c5 * a2) + c6 * y0 + c7 * a2
+        t = matmul(y1 + c8 * a2 + c9 * a, y1 + c10 * y0 + c11 * a)
+        return _plus_identity(t + c12 * y1 + c13 * y0 + c14 * a2 + c15 * a, c16)
+
+    return formula
+
+
+def paterson_stockmeyer(coeffs: Sequence[float]) -> Formula:
+    """sum_k coeffs[k] A^k by Paterson-Stockmeyer with q = ceil(sqrt(m)) stored powers.
+
+    With m = r q, p(A) = sum_j B_j (A^q)^j where B_j = sum_{i<q} c_{jq+i} A^i and the
+    top block also takes c_m A^q. Costs (q - 1) products for A^2..A^q (A^2 given,
+    counted) and r - 1 Horner steps: 1, 2, 3, 4, 5, 6 for m = 2, 4, 6, 9, 12, 16.
+    """
+    m = len(coeffs) - 1
+    q = math.isqrt(m - 1) + 1
+    r, rem = divmod(m, q)
+    if m < 2 or rem:
+        raise ValueError(f"Paterson-Stockmeyer needs q | m with m >= 2, got m={m}")
+
+    def formula(a: jax.Array, a2: jax.Array) -> jax.Array:
+        powers = [jnp.eye(a.shape[-1], dtype=a.dtype), a, a2]
+        for _ in range(3, q + 1):
+            powers.append(matmul(powers[-1], a))
+
+        def block(j: int) -> jax.Array:
+            top = q if j == r - 1 else q - 1
+            return sum(coeffs[j * q + i] * powers[i] for i in range(top + 1))
+
+        result = block(r - 1)
+        for j in range(r - 2, -1, -1):
+            result = block(j) + matmul(powers[q], result)
+        return result
+
+    return formula
+
+
+def taylor(order: int, shift: int) -> tuple[float, ...]:
+    """Taylor coefficients 1/(k+shift)! for k = 0..order (shift 0: exp, 1: phi1)."""
+    return tuple(1.0 / math.factorial(k + shift) for k in range(order + 1))

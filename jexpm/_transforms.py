@@ -1,0 +1,136 @@
+"""Derivative and batching rules around the batched algorithm of _algorithm.py.
+
+Layout (SPEC 6): ``jax.custom_vjp`` outermost; the forward, the fixed-(order, s)
+evaluation and the Frechet derivative are each wrapped in ``custom_vmap`` whose rule
+simply calls the batched implementation with the mapped axis as one more batch
+dimension. So ``vmap`` costs what the batched call costs (one order for the batch,
+per-member squarings) instead of running every branch, and ``grad``, ``vmap(grad)``,
+``grad(vmap)`` and ``vmap(vmap)`` all compose.
+
+Derivative. The forward returns the order index and squarings it used. For a
+polynomial p with real coefficients, the transpose of E -> L_p(A, E) with respect to
+sum_ij X_ij Y_ij (JAX's cotangent pairing) is E -> L_p(A^T, E), and the computed
+approximant (T_m(A / 2^s))^(2^s) is such a polynomial. The backward pass therefore
+runs the same (m, s) evaluation forward at A^T while carrying the directional
+derivative (``jax.jvp`` through the loop): nothing is stored per squaring.
+
+Higher derivatives. The Frechet derivative is itself given a VJP through the block
+identity p([[A, E], [0, A]]) = [[p(A), L_p(A, E)], [0, p(A)]] with the same (m, s),
+whose own derivative is again a Frechet derivative, so ``grad`` of ``grad`` works to
+any order (each order doubles the matrix size once).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.custom_batching import custom_vmap
+
+from . import _algorithm as alg
+from ._schemes import SCHEMES
+
+
+def _transpose(x: jax.Array) -> jax.Array:
+    return jnp.swapaxes(x, -1, -2)
+
+
+def _vmap_as_batch(fn):
+    """custom_vmap whose rule treats the mapped axis (axis 0) as a batch dimension."""
+    wrapped = custom_vmap(fn)
+
+    @wrapped.def_vmap
+    def rule(axis_size, in_batched, *args):
+        args = [
+            x if batched else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
+            for x, batched in zip(args, in_batched, strict=True)
+        ]
+        out = wrapped(*args)
+        return out, jax.tree_util.tree_map(lambda _: True, out)
+
+    return wrapped
+
+
+def _block(a: jax.Array, e: jax.Array) -> jax.Array:
+    zero = jnp.zeros_like(a)
+    return jnp.concatenate(
+        [jnp.concatenate([a, e], axis=-1), jnp.concatenate([zero, a], axis=-1)], axis=-2
+    )
+
+
+class Kernel:
+    """The differentiable, vmappable functions of one (method, family, tol)."""
+
+    def __init__(self, method: str, family: str, tol: float):
+        if method == "baseline":
+            forward_impl = functools.partial(alg.forward_baseline, family, tol=tol)
+            evaluate_impl = functools.partial(alg.evaluate_baseline, family)
+        else:
+            scheme = SCHEMES[method, family]
+            forward_impl = functools.partial(alg.forward, scheme, log2_tol=math.log2(tol))
+            evaluate_impl = functools.partial(alg.evaluate, scheme)
+
+        def frechet_impl(a, e, index, s):
+            _, tangent = jax.jvp(lambda x: evaluate_impl(x, index, s), (a,), (e,))
+            finite = alg.norm1(a) < jnp.inf
+            return jnp.where(finite[..., None, None], tangent, jnp.nan)
+
+        forward = _vmap_as_batch(forward_impl)
+        evaluate = _vmap_as_batch(evaluate_impl)
+        frechet = _vmap_as_batch(frechet_impl)
+
+        @jax.custom_vjp
+        def evaluate_d(a, index, s):
+            return evaluate(a, index, s)
+
+        @jax.custom_vjp
+        def frechet_d(a, e, index, s):
+            return frechet(a, e, index, s)
+
+        @jax.custom_vjp
+        def forward_d(a):
+            return forward(a)
+
+        # The fwd rules call the differentiable functions themselves, so that an outer
+        # derivative (grad of grad) sees their custom rules too.
+        def evaluate_fwd(a, index, s):
+            return evaluate_d(a, index, s), (a, index, s)
+
+        def evaluate_bwd(res, g):
+            a, index, s = res
+            return frechet_d(_transpose(a), g, index, s), None, None
+
+        def frechet_fwd(a, e, index, s):
+            return frechet_d(a, e, index, s), (a, e, index, s)
+
+        def frechet_bwd(res, g):
+            a, e, index, s = res
+            n = a.shape[-1]
+
+            def via_block(a, e):
+                return evaluate_d(_block(a, e), index, s)[..., :n, n:]
+
+            _, vjp = jax.vjp(via_block, a, e)
+            return (*vjp(g), None, None)
+
+        def forward_fwd(a):
+            out = forward_d(a)
+            return out, (a, out[1], out[2])
+
+        def forward_bwd(res, g):
+            a, index, s = res
+            return (frechet_d(_transpose(a), g[0], index, s),)
+
+        evaluate_d.defvjp(evaluate_fwd, evaluate_bwd)
+        frechet_d.defvjp(frechet_fwd, frechet_bwd)
+        forward_d.defvjp(forward_fwd, forward_bwd)
+        self.forward = forward_d
+        self.frechet = frechet_d
+
+
+@functools.lru_cache(maxsize=None)
+def kernel(method: str, family: str, tol: float) -> Kernel:
+    """The (cached) kernel for one method, family and tolerance."""
+    return Kernel(method, family, tol)
