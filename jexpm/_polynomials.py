@@ -63,8 +63,10 @@ def sastre15(c: Sequence[float]) -> Formula:
     def formula(a: jax.Array, a2: jax.Array) -> jax.Array:
         y0 = matmul(a2, c1 * a2 + c2 * a)
         y1 = matmul(y0 + c3 * a2 + c4 * a, y0 + c5 * a2) + c6 * y0 + c7 * a2
-        t = matmul(y1 + c8 * a2 + c9 * a, y1 + c10 * y0 + c11 * a)
-        return _plus_identity(t + c12 * y1 + c13 * y0 + c14 * a2 + c15 * a, c16)
+        # The tail and the two last factors are combined as soon as y1 exists, so that
+        # A, A2 and y0 (and, in the derivative, their tangents) die before the product.
+        tail = _plus_identity(c12 * y1 + c13 * y0 + c14 * a2 + c15 * a, c16)
+        return matmul(y1 + c8 * a2 + c9 * a, y1 + c10 * y0 + c11 * a) + tail
 
     return formula
 

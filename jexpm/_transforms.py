@@ -9,10 +9,10 @@ per-member squarings) instead of running every branch, and ``grad``, ``vmap(grad
 
 Derivative. The forward returns the order index and squarings it used. For a
 polynomial p with real coefficients, the transpose of E -> L_p(A, E) with respect to
-sum_ij X_ij Y_ij (JAX's cotangent pairing) is E -> L_p(A^T, E), and the computed
-approximant (T_m(A / 2^s))^(2^s) is such a polynomial. The backward pass therefore
-runs the same (m, s) evaluation forward at A^T while carrying the directional
-derivative (``jax.jvp`` through the loop): nothing is stored per squaring.
+sum_ij X_ij Y_ij (JAX's cotangent pairing) is E -> L_p(A^T, E) = L_p(A, E^T)^T, and
+the computed approximant (T_m(A / 2^s))^(2^s) is such a polynomial. The backward pass
+therefore runs the same (m, s) evaluation forward at A while carrying the direction
+G^T (``jax.jvp`` through the loop): nothing is stored per squaring.
 
 Higher derivatives. The Frechet derivative is itself given a VJP through the block
 identity p([[A, E], [0, A]]) = [[p(A), L_p(A, E)], [0, p(A)]] with the same (m, s),
@@ -100,7 +100,7 @@ class Kernel:
 
         def evaluate_bwd(res, g):
             a, index, s = res
-            return frechet_d(_transpose(a), g, index, s), None, None
+            return _transposed_frechet(a, g, index, s), None, None
 
         def frechet_fwd(a, e, index, s):
             return frechet_d(a, e, index, s), (a, e, index, s)
@@ -121,7 +121,11 @@ class Kernel:
 
         def forward_bwd(res, g):
             a, index, s = res
-            return (frechet_d(_transpose(a), g[0], index, s),)
+            return (_transposed_frechet(a, g[0], index, s),)
+
+        def _transposed_frechet(a, g, index, s):
+            # L(A^T, G) = L(A, G^T)^T: no transposed copy of A is needed.
+            return _transpose(frechet_d(a, _transpose(g), index, s))
 
         evaluate_d.defvjp(evaluate_fwd, evaluate_bwd)
         frechet_d.defvjp(frechet_fwd, frechet_bwd)

@@ -60,3 +60,15 @@ def mp_expm(a, dps: int = 60) -> np.ndarray:
 def enable_x64():
     """Context manager switching JAX to 64-bit for one test."""
     return jax.enable_x64(True)
+
+
+def mp_phi1(a, dps: int = 60) -> np.ndarray:
+    """phi1(a) = sum_k a^k / (k+1)! in mpmath at ``dps`` digits, from the block identity
+    expm([[A, I], [0, 0]]) = [[e^A, phi1(A)], [0, I]] (Higham, Functions of Matrices,
+    (10.41)); rounded to float64 / complex128."""
+    a = np.asarray(a)
+    n = a.shape[-1]
+    block = np.zeros((2 * n, 2 * n), dtype=a.dtype)
+    block[:n, :n] = a
+    block[:n, n:] = np.eye(n)
+    return mp_expm(block, dps)[:n, n:]
