@@ -106,11 +106,14 @@ def select(scheme: Scheme, l1: jax.Array, l2: jax.Array, log2_tol: float):
     return index.astype(jnp.int32), s.astype(jnp.int32)
 
 
-# Non-normality (in bits, 2 log2||A|| - log2||A^2||) above which a batch that needs
-# scaling refines its bounds with the norms of A^8 and A^9 (three more products).
-# Random dense matrices stay far below it (about 2.5 bits at n = 48, 4.3 at n = 512),
-# so for them the refinement never runs; Moler's badly scaled 3x3 has 28 bits.
+# A batch refines its squarings with the norms of A^8 and A^9 (three more products)
+# when some member is strongly non-normal, 2 log2||A|| - log2||A^2|| > REFINE_GAP_BITS,
+# and was going to be squared more than REFINE_MIN_SQUARINGS times, so that the saved
+# squarings can repay the products. Random dense matrices stay far below the gap
+# (about 2.5 bits at n = 48, 4.3 at n = 512); Moler's badly scaled 3x3 has 28 bits
+# and drops from 22 squarings to 11.
 REFINE_GAP_BITS = 8.0
+REFINE_MIN_SQUARINGS = 6
 REFINE_PRODUCTS = 3
 
 
@@ -231,7 +234,7 @@ def forward(scheme: Scheme, a: jax.Array, log2_tol: float):
         a2 = matmul(a, a)
         l2 = jnp.fmin(jnp.log2(norm1(a2)), 2 * l1).astype(rdt)
         index, s = select(scheme, l1, l2, log2_tol)
-        refine = jnp.any((s > 0) & (2 * l1 - l2 > REFINE_GAP_BITS))
+        refine = jnp.any((s > REFINE_MIN_SQUARINGS) & (2 * l1 - l2 > REFINE_GAP_BITS))
         s = lax.cond(
             refine, lambda: refine_squarings(scheme, a, a2, l1, l2, s, log2_tol), lambda: s
         )
