@@ -112,7 +112,7 @@ def select(scheme: Scheme, l1: jax.Array, l2: jax.Array, log2_tol: float):
 # squarings can repay the products. Random dense matrices stay far below the gap
 # (about 2.5 bits at n = 48, 4.3 at n = 512); Moler's badly scaled 3x3 has 28 bits
 # and drops from 22 squarings to 11.
-REFINE_GAP_BITS = 8.0
+REFINE_GAP_BITS = 5.0
 REFINE_MIN_SQUARINGS = 6
 REFINE_PRODUCTS = 3
 
