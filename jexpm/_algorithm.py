@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._products import matmul
+from ._products import matmul, max_axis, sum_axis
 from ._schemes import Scheme
 
 # The baseline's Taylor loop stops after this many terms; with its scaled norm <= 1/2
@@ -31,8 +31,8 @@ BASELINE_MAX_TERMS = 200
 
 
 def norm1(x: jax.Array) -> jax.Array:
-    """Per-member matrix 1-norm (largest absolute column sum)."""
-    return jnp.max(jnp.sum(jnp.abs(x), axis=-2), axis=-1)
+    """Per-member matrix 1-norm (largest absolute column sum); NaN if any entry is."""
+    return max_axis(sum_axis(jnp.abs(x), -2), -1)
 
 
 def _real_dtype(x: jax.Array) -> np.dtype:
@@ -44,7 +44,7 @@ def _identity_like(x: jax.Array) -> jax.Array:
 
 
 def scale(x: jax.Array, s: jax.Array, core_ndim: int = 2) -> jax.Array:
-    """x * 2**(-s) per member, exactly (two factors, so neither leaves the normal range).
+    """X * 2**(-s) per member, exactly (two factors, so neither leaves the normal range).
 
     ``s`` has the batch shape; ``core_ndim`` trailing axes of ``x`` are per member.
     """
@@ -71,7 +71,8 @@ def select(scheme: Scheme, l1: jax.Array, l2: jax.Array, log2_tol: float):
 
     Args:
       scheme: the approximation scheme.
-      l1, l2: per-member log2 of ||A||_1 and of the bound used for ||A^2||_1.
+      l1: per-member log2 of ||A||_1.
+      l2: per-member log2 of the bound used for ||A^2||_1.
       log2_tol: log2 of the tolerance.
 
     Returns:
@@ -133,7 +134,9 @@ def refine_squarings(scheme: Scheme, a, a2, l1, l2, s, log2_tol):
     m = scheme.orders[-1]
     refined = jnp.maximum(
         *(
-            _squarings_for(scheme.log2_b[-1][j] + power_bound[m + 1 + j], log2_tol, m + 1 + j, l1.dtype)
+            _squarings_for(
+                scheme.log2_b[-1][j] + power_bound[m + 1 + j], log2_tol, m + 1 + j, l1.dtype
+            )
             for j in range(2)
         )
     )

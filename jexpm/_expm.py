@@ -53,27 +53,34 @@ def _as_inexact(a: jax.Array, name: str, func: str) -> jax.Array:
     return a
 
 
-def _check_method(method: str, func: str) -> None:
-    if method not in METHODS:
+def _method(method: str, func: str) -> str:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"{func}: method must be one of {METHODS}, got {method!r}")
+    return method
 
 
-def _tolerance(tol: float | None, dtype: np.dtype, func: str) -> float:
-    """``tol`` as a Python float; None means the unit roundoff of ``dtype``."""
+def _static_tol(tol, func: str) -> float | None:
+    """Check ``tol`` before it becomes a static argument of ``jax.jit``."""
     if tol is None:
-        return float(np.finfo(dtype).eps) / 2
-    try:
-        tol = float(tol)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-        raise TypeError(f"{func}: tol must be a Python number, got {tol!r}") from None
+        return None
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)):
+        raise TypeError(
+            f"{func}: tol must be a Python number (it selects the algorithm at trace "
+            f"time), got {type(tol).__name__}"
+        )
+    tol = float(tol)
     if not (0 < tol < 1):
         raise ValueError(f"{func}: tol must satisfy 0 < tol < 1, got {tol}")
     return tol
 
 
-def _run(family: str, a: jax.Array, tol, method: str, func: str):
-    _check_method(method, func)
-    tol = _tolerance(tol, a.dtype, func)
+def _tolerance(tol: float | None, dtype: np.dtype) -> float:
+    """``tol``, with None meaning the unit roundoff of ``dtype``."""
+    return float(np.finfo(dtype).eps) / 2 if tol is None else tol
+
+
+def _run(family: str, a: jax.Array, tol, method: str):
+    tol = _tolerance(tol, a.dtype)
     batch = a.shape[:-2]
     if a.shape[-1] == 0:
         zeros = jnp.zeros(batch, jnp.int32)
@@ -89,7 +96,6 @@ def _run(family: str, a: jax.Array, tol, method: str, func: str):
     return result, info
 
 
-@functools.partial(jax.jit, static_argnames=("tol", "method", "return_info"))
 def expm(
     a: ArrayLike,
     *,
@@ -124,7 +130,10 @@ def expm(
         training); values below the unit roundoff buy squarings, not accuracy.
       method: ``"opt15"`` (default) for the Sastre formulas, ``"ps"`` for
         Paterson-Stockmeyer (orders 1, 2, 4, 6, 9, 12, 16), ``"baseline"`` for
-        the Taylor loop of Xiao and Liu (2020) that the paper compares against.
+        the Taylor loop of Xiao and Liu (2020) that the paper compares against. The
+        baseline is for comparison only: it scales from ||A|| alone and loses
+        accuracy on badly scaled or strongly non-normal matrices (on
+        [[1, 1e17], [0, 1]] it loses the diagonal entirely).
       return_info: also return an :class:`ExpmInfo`.
 
     Returns:
@@ -152,12 +161,18 @@ def expm(
       J. Sastre, "Efficient evaluation of matrix polynomials", Linear Algebra Appl.
       539 (2018) 229-250.
     """
-    a = _as_square(a, "a", "expm")
-    result, info = _run("exp", a, tol, method, "expm")
-    return (result, info) if return_info else result
+    return _expm(
+        a, tol=_static_tol(tol, "expm"), method=_method(method, "expm"), return_info=return_info
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("tol", "method", "return_info"))
+def _expm(a, *, tol, method, return_info):
+    a = _as_square(a, "a", "expm")
+    result, info = _run("exp", a, tol, method)
+    return (result, info) if return_info else result
+
+
 def phi1(
     a: ArrayLike,
     *,
@@ -196,12 +211,18 @@ def phi1(
     References:
       N. J. Higham, "Functions of Matrices", SIAM (2008), section 10.7.4.
     """
+    return _phi1(
+        a, tol=_static_tol(tol, "phi1"), method=_method(method, "phi1"), return_info=return_info
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "method", "return_info"))
+def _phi1(a, *, tol, method, return_info):
     a = _as_square(a, "a", "phi1")
-    result, info = _run("phi1", a, tol, method, "phi1")
+    result, info = _run("phi1", a, tol, method)
     return (result, info) if return_info else result
 
 
-@functools.partial(jax.jit, static_argnames=("tol", "method"))
 def expm_lowrank(
     u: ArrayLike, v: ArrayLike, *, tol: float | None = None, method: str = "opt15"
 ) -> jax.Array:
@@ -230,13 +251,22 @@ def expm_lowrank(
       >>> bool(jnp.allclose(jexpm.expm_lowrank(u, v), jexpm.expm(u @ v), atol=1e-5))
       True
     """
+    return _expm_lowrank(
+        u, v, tol=_static_tol(tol, "expm_lowrank"), method=_method(method, "expm_lowrank")
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "method"))
+def _expm_lowrank(u, v, *, tol, method):
     u, v = jnp.asarray(u), jnp.asarray(v)
     if u.ndim < 2 or v.ndim < 2 or u.shape[-1] != v.shape[-2] or u.shape[-2] != v.shape[-1]:
         raise ValueError(
             "expm_lowrank: u and v must have shapes (..., n, r) and (..., r, n); "
             f"got {u.shape} and {v.shape}"
         )
-    dtype = jnp.result_type(_as_inexact(u, "u", "expm_lowrank"), _as_inexact(v, "v", "expm_lowrank"))
+    dtype = jnp.result_type(
+        _as_inexact(u, "u", "expm_lowrank"), _as_inexact(v, "v", "expm_lowrank")
+    )
     u, v = u.astype(dtype), v.astype(dtype)
     hi = lax.Precision.HIGHEST
     p = phi1(jnp.matmul(v, u, precision=hi), tol=tol, method=method)
@@ -244,7 +274,6 @@ def expm_lowrank(
     return jnp.eye(n, dtype=dtype) + jnp.matmul(jnp.matmul(u, p, precision=hi), v, precision=hi)
 
 
-@functools.partial(jax.jit, static_argnames=("tol", "method", "compute_expm"))
 def expm_frechet(
     a: ArrayLike,
     e: ArrayLike,
@@ -287,6 +316,17 @@ def expm_frechet(
       A. H. Al-Mohy and N. J. Higham, "Computing the Frechet derivative of the
       matrix exponential", SIAM J. Matrix Anal. Appl. 30(4) (2009).
     """
+    return _expm_frechet(
+        a,
+        e,
+        tol=_static_tol(tol, "expm_frechet"),
+        method=_method(method, "expm_frechet"),
+        compute_expm=compute_expm,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "method", "compute_expm"))
+def _expm_frechet(a, e, *, tol, method, compute_expm):
     a = _as_square(a, "a", "expm_frechet")
     e = jnp.asarray(e)
     if e.shape != a.shape:
@@ -295,8 +335,7 @@ def expm_frechet(
         )
     dtype = jnp.result_type(a, _as_inexact(e, "e", "expm_frechet"))
     a, e = a.astype(dtype), e.astype(dtype)
-    _check_method(method, "expm_frechet")
-    tol = _tolerance(tol, dtype, "expm_frechet")
+    tol = _tolerance(tol, dtype)
     if a.shape[-1] == 0:
         return (a, e) if compute_expm else e
     k = kernel(method, "exp", tol)

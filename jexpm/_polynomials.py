@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from . import _coefficients as C
 from ._products import matmul
 
 Formula = Callable[[jax.Array, jax.Array], jax.Array]

@@ -39,15 +39,13 @@ def random_with_norm(rng, shape, norm, dtype=np.float64, kind="gaussian"):
     return a.astype(dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mp_expm_cached(key: bytes, shape: tuple, dps: int) -> np.ndarray:
     a = np.frombuffer(key, dtype=np.complex128).reshape(shape)
     with mpmath.workdps(dps):
         m = mpmath.matrix([[mpmath.mpc(z.real, z.imag) for z in row] for row in a])
         e = mpmath.expm(m)
-        return np.array(
-            [[complex(e[i, j]) for j in range(shape[1])] for i in range(shape[0])]
-        )
+        return np.array([[complex(e[i, j]) for j in range(shape[1])] for i in range(shape[0])])
 
 
 def mp_expm(a, dps: int = 60) -> np.ndarray:
