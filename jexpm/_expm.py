@@ -161,15 +161,14 @@ def expm(
       J. Sastre, "Efficient evaluation of matrix polynomials", Linear Algebra Appl.
       539 (2018) 229-250.
     """
-    return _expm(
-        a, tol=_static_tol(tol, "expm"), method=_method(method, "expm"), return_info=return_info
-    )
+    return _series(a, "exp", _static_tol(tol, "expm"), _method(method, "expm"), return_info)
 
 
-@functools.partial(jax.jit, static_argnames=("tol", "method", "return_info"))
-def _expm(a, *, tol, method, return_info):
-    a = _as_square(a, "a", "expm")
-    result, info = _run("exp", a, tol, method)
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _series(a, family: str, tol: float | None, method: str, return_info: bool):
+    """Compute expm (family "exp") or phi1 (family "phi1") of ``a``, jitted."""
+    func = "expm" if family == "exp" else "phi1"
+    result, info = _run(family, _as_square(a, "a", func), tol, method)
     return (result, info) if return_info else result
 
 
@@ -211,16 +210,7 @@ def phi1(
     References:
       N. J. Higham, "Functions of Matrices", SIAM (2008), section 10.7.4.
     """
-    return _phi1(
-        a, tol=_static_tol(tol, "phi1"), method=_method(method, "phi1"), return_info=return_info
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("tol", "method", "return_info"))
-def _phi1(a, *, tol, method, return_info):
-    a = _as_square(a, "a", "phi1")
-    result, info = _run("phi1", a, tol, method)
-    return (result, info) if return_info else result
+    return _series(a, "phi1", _static_tol(tol, "phi1"), _method(method, "phi1"), return_info)
 
 
 def expm_lowrank(
