@@ -9,6 +9,7 @@ from ._expm import expm as expm
 from ._expm import expm_frechet as expm_frechet
 from ._expm import expm_lowrank as expm_lowrank
 from ._expm import phi1 as phi1
+from ._orthogonal import orthogonal as orthogonal
 
-__all__ = ["ExpmInfo", "expm", "expm_frechet", "expm_lowrank", "phi1"]
+__all__ = ["ExpmInfo", "expm", "expm_frechet", "expm_lowrank", "orthogonal", "phi1"]
 __version__ = "0.1.0"

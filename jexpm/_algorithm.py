@@ -221,10 +221,16 @@ def _mask_nonfinite(x: jax.Array, finite: jax.Array) -> jax.Array:
 
 
 def forward(scheme: Scheme, a: jax.Array, log2_tol: float):
-    """Select (index, s) and evaluate; returns (result, index, s, products) per member."""
+    """Select (index, s) and evaluate; returns (result, index, s, products) per member.
+
+    Batches where no member needs scaling skip the scaling, the squaring loop and its
+    checks altogether: on flow-sized batches each of those is a pass over the data.
+    """
     rdt = _real_dtype(a)
     l1 = jnp.log2(norm1(a))
     finite = _finite_member(l1)
+    # A member with a NaN or Inf entry becomes all NaN, which every formula keeps.
+    a = jnp.where(finite[..., None, None], a, jnp.nan)
     batch = l1.shape
     zeros = jnp.zeros(batch, jnp.int32)
     b2, b3 = scheme.log2_b[0]
@@ -235,27 +241,35 @@ def forward(scheme: Scheme, a: jax.Array, log2_tol: float):
 
     def higher():
         a2 = matmul(a, a)
-        l2 = jnp.fmin(jnp.log2(norm1(a2)), 2 * l1).astype(rdt)
+        n2 = norm1(a2)
+        l2 = jnp.fmin(jnp.log2(n2), 2 * l1).astype(rdt)
         index, s = select(scheme, l1, l2, log2_tol)
         refine = jnp.any((s > REFINE_MIN_SQUARINGS) & (2 * l1 - l2 > REFINE_GAP_BITS))
         s = lax.cond(
             refine, lambda: refine_squarings(scheme, a, a2, l1, l2, s, log2_tol), lambda: s
         )
-        x = scale(a, s)
-        x2 = scale(a2, 2 * s)
-        # A2 overflowed although A is finite: form it again from the scaled A.
-        redo = jnp.any(~jnp.isfinite(a2) & finite[..., None, None])
-        x2 = lax.cond(redo, lambda: matmul(x, x), lambda: x2)
-        t = lax.switch(index - 1, scheme.formulas, x, x2)
-        if scheme.family == "exp":
-            upper = jnp.all(jnp.tril(a, -1) == 0)
-            t = lax.cond(
-                upper,
-                lambda: square_triangular(t, a, s),
-                lambda: square(scheme.family, t, x, s),
-            )
-        else:
-            t = square(scheme.family, t, x, s)
+
+        def unscaled():
+            return lax.switch(index - 1, scheme.formulas, a, a2), jnp.bool_(False)
+
+        def scaled():
+            x = scale(a, s)
+            # A2 overflowed although A is finite: form it again from the scaled A.
+            redo = jnp.any(~(n2 < jnp.inf) & finite)
+            x2 = lax.cond(redo, lambda: matmul(x, x), lambda: scale(a2, 2 * s))
+            t = lax.switch(index - 1, scheme.formulas, x, x2)
+            if scheme.family == "exp":
+                upper = jnp.all(jnp.tril(a, -1) == 0)
+                t = lax.cond(
+                    upper,
+                    lambda: square_triangular(t, a, s),
+                    lambda: square(scheme.family, t, x, s),
+                )
+            else:
+                t = square(scheme.family, t, x, s)
+            return t, redo
+
+        t, redo = lax.cond(jnp.any(s > 0), scaled, unscaled)
         products = (
             jnp.asarray(scheme.products, jnp.int32)[index]
             + squaring_products(scheme.family) * s
@@ -264,8 +278,7 @@ def forward(scheme: Scheme, a: jax.Array, log2_tol: float):
         )
         return t, jnp.full(batch, index), s, products
 
-    result, index, s, products = lax.cond(jnp.all(order1), first, higher)
-    return _mask_nonfinite(result, finite), index, s, products
+    return lax.cond(jnp.all(order1), first, higher)
 
 
 def evaluate(scheme: Scheme, a: jax.Array, index: jax.Array, s: jax.Array) -> jax.Array:

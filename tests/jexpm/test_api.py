@@ -90,18 +90,6 @@ def test_rejects_traced_tol(name, kind):
             f(a, tol=jnp.float32(1e-3))
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-def test_rejects_low_precision(dtype):
-    a = jnp.eye(3, dtype=dtype)
-    for f in FUNCS.values():
-        with pytest.raises(TypeError, match=jnp.dtype(dtype).name):
-            f(a)
-    with pytest.raises(TypeError, match=jnp.dtype(dtype).name):
-        jexpm.expm_lowrank(jnp.ones((3, 1), dtype), jnp.ones((1, 3), dtype))
-    with pytest.raises(TypeError, match=jnp.dtype(dtype).name):
-        jexpm.expm_frechet(a, a)
-
-
 @pytest.mark.parametrize(
     ("u_shape", "v_shape"),
     [((4, 2), (3, 4)), ((4, 2), (2, 5)), ((4,), (4,)), ((2, 4, 2), (2, 3, 4)), ((4, 2), (4, 2))],
