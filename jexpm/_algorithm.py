@@ -229,8 +229,6 @@ def forward(scheme: Scheme, a: jax.Array, log2_tol: float):
     rdt = _real_dtype(a)
     l1 = jnp.log2(norm1(a))
     finite = _finite_member(l1)
-    # A member with a NaN or Inf entry becomes all NaN, which every formula keeps.
-    a = jnp.where(finite[..., None, None], a, jnp.nan)
     batch = l1.shape
     zeros = jnp.zeros(batch, jnp.int32)
     b2, b3 = scheme.log2_b[0]
@@ -278,7 +276,8 @@ def forward(scheme: Scheme, a: jax.Array, log2_tol: float):
         )
         return t, jnp.full(batch, index), s, products
 
-    return lax.cond(jnp.all(order1), first, higher)
+    result, index, s, products = lax.cond(jnp.all(order1), first, higher)
+    return _mask_nonfinite(result, finite), index, s, products
 
 
 def evaluate(scheme: Scheme, a: jax.Array, index: jax.Array, s: jax.Array) -> jax.Array:

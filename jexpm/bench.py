@@ -6,7 +6,8 @@ Run ``python -m jexpm.bench`` (``--help`` for the options). Three modes:
   and ``jax.vmap``), ``jax.scipy.linalg.expm`` and, if installed,
   ``torch.linalg.matrix_exp`` on workloads (a)-(f) in float32 and float64 at three
   1-norm levels; then a gradient section (time of ``jax.grad`` against the forward
-  pass and compiled scratch memory, jexpm against jax.scipy);
+  pass and compiled scratch memory, jexpm against jax.scipy) and a low-precision
+  section (bfloat16 and float16 beside float32, jexpm and torch);
 * ``--quick``: the same on a small subset with few repeats (under two minutes on a
   two-core CPU), a smoke test;
 * ``--products``: times a whole ``jexpm.expm`` with each product formulation of
@@ -465,6 +466,74 @@ def run_gradients(cases: Sequence[tuple[Workload, float]], repeats: int, seed: i
     )
 
 
+# ---------------------------------------------------------------- low-precision section
+
+_LOW_DTYPES = ("float32", "bfloat16", "float16")
+_LOW_SIZES, _QUICK_LOW_SIZES = (16, 32, 64), (32,)
+_LOW_NORMS, _QUICK_LOW_NORMS = (0.5, 2.0, 8.0), (2.0,)
+_LOW_BATCH = 64
+
+
+def _torch_low_call(x32: np.ndarray, dtype: str) -> _Call | None:
+    """torch.linalg.matrix_exp in ``dtype`` (None without torch)."""
+    if torch is None:
+        return None
+    t = torch.from_numpy(x32).to(_torch_device()).to(getattr(torch, dtype))
+    return (lambda: torch.linalg.matrix_exp(t).float()), _torch_sync
+
+
+def run_low_precision(sizes: Sequence[int], norms: Sequence[float], repeats: int, seed: int):
+    """bfloat16 / float16 beside float32: time and error of jexpm and torch.
+
+    Each input is a batch of ``_LOW_BATCH`` random matrices, rounded to the dtype;
+    errors are against scipy in float64 on the rounded input. A torch call that
+    raises is reported as "error".
+
+    Args:
+      sizes: matrix sizes n.
+      norms: 1-norms of the members.
+      repeats: timed calls per method.
+      seed: random seed.
+
+    Returns:
+      The markdown section.
+    """
+    import scipy.linalg
+    from tqdm import tqdm
+
+    expm = jax.jit(jexpm.expm)
+    rows = []
+    cases = [(n, norm, d) for n in sizes for norm in norms for d in _LOW_DTYPES]
+    for n, norm, dtype in tqdm(cases, desc="low precision", unit="case"):
+        x32 = random_with_norm(
+            np.random.default_rng([seed, n]), (_LOW_BATCH, n, n), norm, "float32"
+        )
+        x = jnp.asarray(x32).astype(dtype)
+        rounded = np.asarray(x.astype(jnp.float32), np.float64)
+        ref = np.stack([scipy.linalg.expm(m) for m in rounded])
+        calls = {"jexpm": (functools.partial(expm, x), jax.block_until_ready)}
+        results = median_times(calls, repeats)
+        torch_call = _torch_low_call(rounded.astype(np.float32), dtype)
+        if torch_call is not None:
+            try:
+                results |= median_times({"torch": torch_call}, repeats)
+            except RuntimeError:
+                results["torch"] = (None, None)
+        cells = []
+        for name in ("jexpm", "torch"):
+            t, out = results.get(name, (None, None))
+            err = None if out is None else rel_err(np.asarray(_to_numpy(out), np.float64), ref)
+            cells += [_ms(t), _fmt(err, ".1e")]
+        if "torch" in results and results["torch"][0] is None:
+            cells[2:] = ["error", "error"]
+        rows.append([f"{_LOW_BATCH}×{n}×{n}", f"{norm:g}", dtype, *cells])
+    headers = ["batch", "‖A‖₁", "dtype", "jexpm ms", "err jexpm", "torch ms", "err torch"]
+    return (
+        "### Low precision (median ms per call; error vs float64 on the rounded input)\n\n"
+        + markdown_table(headers, rows)
+    )
+
+
 # --------------------------------------------------------------------- products mode
 
 
@@ -669,6 +738,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]
         if grad_cases and not args.no_grad:
             sections.append(run_gradients(grad_cases, repeats, args.seed))
+        if not args.workloads:
+            sizes = _QUICK_LOW_SIZES if args.quick else _LOW_SIZES
+            low_norms = _QUICK_LOW_NORMS if args.quick else _LOW_NORMS
+            sections.append(run_low_precision(sizes, low_norms, repeats, args.seed))
         title = "jexpm benchmarks"
         body = "\n\n".join(sections)
         out = args.out or Path(f"benchmarks/results-{stem}.md")
