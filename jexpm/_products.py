@@ -22,10 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# Largest n for which the broadcast form beats ``dot`` inside a whole float32 expm on
-# XLA:CPU (2 cores, jax 0.10.2): forward 25 ms against 149 ms for 65536 6x6,
-# 37 against 40 ms for 16384 12x12, and 71 against 34 ms for 4096 24x24.
-_CPU_BROADCAST_MAX_N = 12
+# Largest n for which the broadcast form beats ``dot`` inside a whole expm on XLA:CPU,
+# per item size (2 cores, jax 0.10.2, ``python -m jexpm.bench --products``, batches of
+# about 65536*36 elements worked through in cache-sized slices): float32 up to n = 7
+# (n = 8 ties; 16384 12x12: dot 21 ms, broadcast 49 ms), float64 up to n = 11.
+_CPU_BROADCAST_MAX_N = {4: 8, 8: 11, 16: 11}
 
 
 def matmul_dot(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -70,11 +71,11 @@ FORMS = {"dot": matmul_dot, "broadcast": matmul_broadcast}
 _forced: str | None = None
 
 
-def formulation(n: int) -> str:
-    """The product form used for n x n matrices on the default backend."""
+def formulation(n: int, itemsize: int) -> str:
+    """The product form for n x n matrices of ``itemsize``-byte entries on the default backend."""
     if _forced is not None:
         return _forced
-    if jax.default_backend() == "cpu" and n <= _CPU_BROADCAST_MAX_N:
+    if jax.default_backend() == "cpu" and n <= _CPU_BROADCAST_MAX_N.get(itemsize, 0):
         return "broadcast"
     return "dot"
 
@@ -100,4 +101,4 @@ def forced_formulation(name: str):
 
 def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
     """Batched ``a @ b`` for square (..., n, n) operands, formulation chosen at trace time."""
-    return FORMS[formulation(a.shape[-1])](a, b)
+    return FORMS[formulation(a.shape[-1], a.dtype.itemsize)](a, b)

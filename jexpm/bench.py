@@ -578,7 +578,7 @@ def run_products(sizes: Sequence[int], dtypes: Sequence[str], repeats: int, seed
             times = {f: t for f, (t, _) in median_times(calls, repeats).items()}
             fastest = min(times, key=times.__getitem__)
             largest[fastest] = n
-            default = _products.formulation(n)
+            default = _products.formulation(n, np.dtype(dtype).itemsize)
             rows.append([n, batch, *(_ms(times[f]) for f in forms), fastest, default])
             bar.update()
         headers = ["n", "batch", *(f"{f} ms" for f in forms), "fastest", "used"]
@@ -586,8 +586,8 @@ def run_products(sizes: Sequence[int], dtypes: Sequence[str], repeats: int, seed
         sections.append(
             f"### Product forms inside expm, {dtype} (median ms per expm call)\n\n"
             f"{markdown_table(headers, rows)}\n\nLargest n at which each form was fastest: "
-            f"{summary}. Current rule: broadcast for n ≤ {_products._CPU_BROADCAST_MAX_N} "
-            "on the CPU, dot otherwise."
+            f"{summary}. Current rule on the CPU: broadcast for n ≤ "
+            f"{_products._CPU_BROADCAST_MAX_N[np.dtype(dtype).itemsize]}, dot otherwise."
         )
     bar.close()
     return "\n\n".join(sections)
