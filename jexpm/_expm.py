@@ -128,8 +128,10 @@ def expm(
     and each keeps its own number of squarings, so every member meets ``tol``.
     ``jax.vmap`` gets the same treatment. Gradients (``jax.grad``) go through a
     custom VJP that differentiates exactly the approximant that was computed,
-    without storing the squarings; forward mode (``jax.jvp``, ``jax.jacfwd``) is
-    not available through it: use :func:`jexpm.expm_frechet`.
+    without storing the squarings, and can itself be differentiated in reverse mode
+    to any order (``jax.jacrev(jax.jacrev(f))`` for Hessians). Forward mode
+    (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) is not available through it and
+    raises ``TypeError``: use :func:`jexpm.expm_frechet`.
 
     Args:
       a: array of shape (..., n, n); float32, float64, complex64, complex128,

@@ -14,13 +14,13 @@ Run ``python -m jexpm.bench`` (``--help`` for the options). Three modes:
   :mod:`jexpm._products` for n = 2..64, to tune its threshold.
 
 Times are medians of ``--repeats`` calls after a warm-up call that compiles, with
-``block_until_ready``; the JAX contenders of one input are timed round-robin, torch
-after them. Compare numbers within one run: machines are noisy, and on a loaded
-machine multithreaded LAPACK (inside jax.scipy) and OpenMP (torch) calls show
-occasional 10-1000x outliers. Errors are
-normwise relative 1-norm errors against ``scipy.linalg.expm`` in float64 on the same
-(dtype-rounded) input, the maximum over at most 256 members. Tables are printed as
-markdown and written, under a header naming the machine, to ``--out``.
+``block_until_ready``; jexpm's contenders of one input are timed round-robin,
+jax.scipy and torch each after them. Compare numbers within one run: machines are
+noisy, and on a loaded machine multithreaded LAPACK (inside jax.scipy) and OpenMP
+(torch) calls show occasional 10-1000x outliers. Errors are normwise relative 1-norm
+errors against ``scipy.linalg.expm`` in float64 on the same (dtype-rounded) input, the
+maximum over at most 256 members. Tables are printed as markdown and written, under a
+header naming the machine, to ``--out``.
 """
 
 from __future__ import annotations
@@ -304,11 +304,13 @@ def _expm_row(
     ref = scipy.linalg.expm(_subsample(x_np, w.n).astype(np.float64))
     x = jnp.asarray(x_np)
     calls = {name: (functools.partial(fn, x), jax.block_until_ready) for name, fn in fns.items()}
-    results = median_times(calls, repeats)
+    # jax.scipy (threaded LAPACK) and torch (OpenMP) are timed apart: their idle
+    # threads keep spinning for a while after a call and would slow down whichever
+    # call came next in the rotation.
+    apart = {name: calls.pop(name) for name in ("jax.scipy",) if name in calls}
+    results = median_times(calls, repeats) | median_times(apart, repeats)
     torch_call = _torch_call(w, x_np)
     if torch_call is not None:
-        # Timed apart: torch's idle OpenMP threads keep spinning for a while after a
-        # call, which would slow down whichever JAX call came next in the rotation.
         results |= median_times({"torch": torch_call}, repeats)
     times = {m: results[m][0] / w.calls if m in results else None for m in _METHODS}
     errors = {
