@@ -88,20 +88,18 @@ def select(scheme: Scheme, l1: jax.Array, l2: jax.Array, log2_tol: float):
 
     top = len(scheme.orders) - 1
     member = jnp.full(l1.shape, top, dtype=jnp.int32)
-    errors = None
+    errors = {}
     for i in range(top, 0, -1):
         m = scheme.orders[i]
-        e = [log2_err(m + 1 + j, scheme.log2_b[i][j]) for j in range(2)]
-        ok = (e[0] <= log2_tol) & (e[1] <= log2_tol)
+        errors[i] = [log2_err(m + 1 + j, scheme.log2_b[i][j]) for j in range(2)]
+        ok = (errors[i][0] <= log2_tol) & (errors[i][1] <= log2_tol)
         member = jnp.where(ok, i, member)
-        if i == top:
-            errors = e
     index = jnp.max(member, initial=1)
     m = scheme.orders[top]
     dtype = l1.dtype
     s = jnp.maximum(
-        _squarings_for(errors[0], log2_tol, m + 1, dtype),
-        _squarings_for(errors[1], log2_tol, m + 2, dtype),
+        _squarings_for(errors[top][0], log2_tol, m + 1, dtype),
+        _squarings_for(errors[top][1], log2_tol, m + 2, dtype),
     )
     s = jnp.where((index == top) & (l1 < jnp.inf), s, 0)
     return index.astype(jnp.int32), s.astype(jnp.int32)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple, overload
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from ._schemes import METHODS
+from ._schemes import METHODS, SCHEMES
 from ._transforms import kernel
 
 _LOW_PRECISION = (jnp.bfloat16, jnp.float16)
@@ -99,11 +99,25 @@ def _run(family: str, a: jax.Array, tol, method: str):
     if method == "baseline":
         order = index
     else:
-        from ._schemes import SCHEMES
-
         order = jnp.asarray(SCHEMES[method, family].orders, jnp.int32)[index]
     info = jax.tree_util.tree_map(lax.stop_gradient, ExpmInfo(order, s, products))
     return result, info
+
+
+@overload
+def expm(
+    a: ArrayLike,
+    *,
+    tol: float | None = ...,
+    method: str = ...,
+    return_info: Literal[False] = ...,
+) -> jax.Array: ...
+
+
+@overload
+def expm(
+    a: ArrayLike, *, tol: float | None = ..., method: str = ..., return_info: Literal[True]
+) -> tuple[jax.Array, ExpmInfo]: ...
 
 
 def expm(
@@ -185,6 +199,22 @@ def _series(a, family: str, tol: float | None, method: str, return_info: bool):
     func = "expm" if family == "exp" else "phi1"
     result, info = _run(family, _as_square(a, "a", func), tol, method)
     return (result, info) if return_info else result
+
+
+@overload
+def phi1(
+    a: ArrayLike,
+    *,
+    tol: float | None = ...,
+    method: str = ...,
+    return_info: Literal[False] = ...,
+) -> jax.Array: ...
+
+
+@overload
+def phi1(
+    a: ArrayLike, *, tol: float | None = ..., method: str = ..., return_info: Literal[True]
+) -> tuple[jax.Array, ExpmInfo]: ...
 
 
 def phi1(

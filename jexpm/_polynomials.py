@@ -90,7 +90,10 @@ def paterson_stockmeyer(coeffs: Sequence[float]) -> Formula:
 
         def block(j: int) -> jax.Array:
             top = q if j == r - 1 else q - 1
-            return sum(coeffs[j * q + i] * powers[i] for i in range(top + 1))
+            return sum(
+                (coeffs[j * q + i] * powers[i] for i in range(1, top + 1)),
+                start=coeffs[j * q] * powers[0],
+            )
 
         result = block(r - 1)
         for j in range(r - 2, -1, -1):

@@ -481,7 +481,8 @@ def _torch_low_call(x32: np.ndarray, dtype: str) -> _Call | None:
     if torch is None:
         return None
     t = torch.from_numpy(x32).to(_torch_device()).to(getattr(torch, dtype))
-    return (lambda: torch.linalg.matrix_exp(t).float()), _torch_sync
+    matrix_exp = torch.linalg.matrix_exp
+    return (lambda: matrix_exp(t).float()), _torch_sync
 
 
 def run_low_precision(sizes: Sequence[int], norms: Sequence[float], repeats: int, seed: int):
@@ -514,19 +515,20 @@ def run_low_precision(sizes: Sequence[int], norms: Sequence[float], repeats: int
         rounded = np.asarray(x.astype(jnp.float32), np.float64)
         ref = np.stack([scipy.linalg.expm(m) for m in rounded])
         calls = {"jexpm": (functools.partial(expm, x), jax.block_until_ready)}
-        results = median_times(calls, repeats)
+        results: dict[str, tuple[float | None, Any]] = dict(median_times(calls, repeats))
         torch_call = _torch_low_call(rounded.astype(np.float32), dtype)
+        torch_failed = False
         if torch_call is not None:
             try:
                 results |= median_times({"torch": torch_call}, repeats)
             except RuntimeError:
-                results["torch"] = (None, None)
+                torch_failed = True
         cells = []
         for name in ("jexpm", "torch"):
             t, out = results.get(name, (None, None))
             err = None if out is None else rel_err(np.asarray(_to_numpy(out), np.float64), ref)
             cells += [_ms(t), _fmt(err, ".1e")]
-        if "torch" in results and results["torch"][0] is None:
+        if torch_failed:
             cells[2:] = ["error", "error"]
         rows.append([f"{_LOW_BATCH}×{n}×{n}", f"{norm:g}", dtype, *cells])
     headers = ["batch", "‖A‖₁", "dtype", "jexpm ms", "err jexpm", "torch ms", "err torch"]
