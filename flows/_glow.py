@@ -243,15 +243,16 @@ class Glow(nnx.Module):
         """Dimensions D of one datum, height x width x channels."""
         return math.prod(self.image_shape)
 
-    def _forward(self, x: jax.Array, *, initialize: bool) -> tuple[Latents, jax.Array]:
+    def _forward(self, x: jax.Array, visit=None) -> tuple[Latents, jax.Array]:
+        """The data-to-latent pass; ``visit(step, x)`` is called before every flow step."""
         check_image(x, "Glow", self.image_shape[2], self.image_shape[:2])
         latents = []
         log_det = jnp.zeros(x.shape[:1], x.dtype)
         for level in self.levels:
             x = squeeze(x)
             for step in level.steps:
-                if initialize:
-                    step.actnorm.initialize(x)
+                if visit is not None:
+                    visit(step, x)
                 x, ld = step.forward_and_log_det(x)
                 log_det = log_det + ld
             if level.split is not None:
@@ -263,7 +264,7 @@ class Glow(nnx.Module):
 
     def forward_and_log_det(self, x: jax.Array) -> tuple[Latents, jax.Array]:
         """Data to latents: x (B, H, W, C) -> (latents, log|det dz/dx|) with log-det (B,)."""
-        return self._forward(x, initialize=False)
+        return self._forward(x)
 
     def encode(self, x: jax.Array) -> Latents:
         """Latents of x, finest first (shapes :attr:`latent_shapes` with the batch)."""
@@ -331,7 +332,7 @@ class Glow(nnx.Module):
 
 @nnx.jit
 def _initialize(model: Glow, x: jax.Array) -> None:
-    model._forward(x, initialize=True)
+    model._forward(x, visit=lambda step, h: step.actnorm.initialize(h))
 
 
 def _standard_normal_log_prob(z: jax.Array) -> jax.Array:
