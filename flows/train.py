@@ -452,7 +452,7 @@ def _log(message: str) -> None:
 
 
 def _progress(iterable, total: int, initial: int, *, enabled: bool):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(iterable, total=total, initial=initial, disable=not enabled, desc="train")
 

@@ -159,7 +159,10 @@ def expm(
         unit roundoff buy squarings, not accuracy.
       method: ``"opt15"`` (default) for the Sastre formulas, ``"ps"`` for
         Paterson-Stockmeyer (orders 1, 2, 4, 6, 9, 12, 16), ``"baseline"`` for
-        the Taylor loop of Xiao and Liu (2020) that the paper compares against. The
+        the Taylor loop of Xiao and Liu (2020) that the paper compares against. For
+        the baseline ``tol`` is its stopping rule (stop once a Taylor term's norm is
+        at most ``tol``), not a bound: its error can exceed ``tol`` (about 0.1 at
+        ``tol=0.1`` on random matrices of norm 2). The
         baseline is for comparison only: it scales from ||A|| alone and loses
         accuracy on badly scaled or strongly non-normal matrices (on
         [[1, 1e17], [0, 1]] it loses the diagonal entirely).

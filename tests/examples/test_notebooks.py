@@ -36,7 +36,7 @@ def _code_cells(nb) -> list:
 
 
 def test_the_notebooks_are_found():
-    assert {"jexpm_tour", "orthogonal_finetuning"} <= {p.stem for p in NOTEBOOKS}
+    assert {"jexpm_tour", "glow_training", "orthogonal_finetuning"} <= {p.stem for p in NOTEBOOKS}
 
 
 @notebooks
