@@ -252,15 +252,30 @@ class _Coupling(nnx.Module):
     """Shared frame: x = (x1, x2) split on channels, x1 passes, x2 is transformed by net(x1)."""
 
     name = "coupling"
+    outputs_per_channel = 1  # network outputs per transformed channel (shift, scale, ...)
 
-    def __init__(self, channels, per_channel_outputs, extra_outputs, *, net_kw, rngs):
+    def __init__(
+        self,
+        channels: int,
+        *,
+        hidden_channels: int = 128,
+        residual_blocks: int = 8,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+        extra_outputs: int = 0,
+    ):
         if channels < 2:
             raise ValueError(f"{self.name}: needs at least 2 channels, got {channels}")
         self.channels = channels
         self.c1 = channels // 2
         self.c2 = channels - self.c1
         self.net = ConvNet(
-            self.c1, self.c2 * per_channel_outputs + extra_outputs, rngs=rngs, **net_kw
+            self.c1,
+            self.c2 * self.outputs_per_channel + extra_outputs,
+            hidden_channels=hidden_channels,
+            residual_blocks=residual_blocks,
+            param_dtype=param_dtype,
+            rngs=rngs,
         )
 
     def _split(self, x):
@@ -296,22 +311,6 @@ class AdditiveCoupling(_Coupling):
 
     name = "AdditiveCoupling"
 
-    def __init__(
-        self,
-        channels: int,
-        *,
-        hidden_channels: int = 128,
-        residual_blocks: int = 8,
-        param_dtype=jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        net_kw = dict(
-            hidden_channels=hidden_channels,
-            residual_blocks=residual_blocks,
-            param_dtype=param_dtype,
-        )
-        super().__init__(channels, 1, 0, net_kw=net_kw, rngs=rngs)
-
     def _transform(self, x2, h, *, inverse):
         out = x2 - h if inverse else x2 + h
         return out, jnp.zeros(x2.shape[:1], x2.dtype)
@@ -332,22 +331,7 @@ class AffineCoupling(_Coupling):
     """
 
     name = "AffineCoupling"
-
-    def __init__(
-        self,
-        channels: int,
-        *,
-        hidden_channels: int = 128,
-        residual_blocks: int = 8,
-        param_dtype=jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        net_kw = dict(
-            hidden_channels=hidden_channels,
-            residual_blocks=residual_blocks,
-            param_dtype=param_dtype,
-        )
-        super().__init__(channels, 2, 0, net_kw=net_kw, rngs=rngs)
+    outputs_per_channel = 2
 
     def _transform(self, x2, h, *, inverse):
         b, raw = h[..., : self.c2], h[..., self.c2 :]
@@ -414,12 +398,14 @@ class MatrixExpCoupling(_Coupling):
         self.rank = rank
         self.method, self.tol = method, tol
         n_raw = 2 * rank * c2 if self.low_rank else c2 * c2
-        net_kw = dict(
+        super().__init__(
+            channels,
             hidden_channels=hidden_channels,
             residual_blocks=residual_blocks,
             param_dtype=param_dtype,
+            rngs=rngs,
+            extra_outputs=n_raw,
         )
-        super().__init__(channels, 1, n_raw, net_kw=net_kw, rngs=rngs)
         rho = 1.0 / math.sqrt(c2) if self.low_rank else 1.0 / c2
         self.alpha = nnx.Param(jnp.full((n_raw,), 1.0 / 8, param_dtype))
         self.beta = nnx.Param(jnp.zeros((n_raw,), param_dtype))

@@ -40,7 +40,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import _diagnostics, _plotting, configs, input_pipeline
-from ._glow import Glow, to_uint8
+from ._glow import Glow, dequantize, to_uint8
 
 State = dict[str, Any]
 # Independent random streams derived from the seed: dequantisation noise of training
@@ -386,8 +386,6 @@ def _fresh_state(params, tx) -> State:
 
 
 def _dequantize_init(images: jax.Array, seed: int) -> jax.Array:
-    from ._glow import dequantize
-
     return dequantize(images, jax.random.fold_in(jax.random.key(seed), _INIT_STREAM))
 
 
