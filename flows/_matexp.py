@@ -13,20 +13,28 @@ import jax.scipy.linalg
 
 import jexpm
 
-#: Methods a flow accepts. ``opt15``, ``ps`` and ``baseline`` are :func:`jexpm.expm`'s
+# The tolerance rule is jexpm's own, so that a layer rejects at construction what
+# jexpm would reject at its first call.
+from jexpm._options import check_tol
+
+#: Methods a flow accepts. :data:`jexpm.METHODS` are :func:`jexpm.expm`'s
 #: methods; ``jax.scipy`` is :func:`jax.scipy.linalg.expm` (Padé 13); ``stand-in`` is
 #: :math:`I + A`, a cost-free stand-in that only benchmarks use, to measure the
 #: exponential's share of a training step (it is not the exponential: do not train
 #: with it).
-METHODS = ("opt15", "ps", "baseline", "jax.scipy", "stand-in")
+METHODS = (*jexpm.METHODS, "jax.scipy", "stand-in")
 
 
-def check_method(method: str, tol: float | None) -> None:
-    """Raise ``ValueError`` for an unknown method or a non-positive tolerance."""
+def check_method(method: str, tol: float | None, where: str = "expm") -> None:
+    """Raise ``ValueError`` for an unknown method or a tolerance jexpm would reject.
+
+    Raises:
+      ValueError: ``method`` not in :data:`METHODS`, or ``tol`` outside (0, 1).
+      TypeError: ``tol`` is not a Python number.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown expm method {method!r}; choose one of {METHODS}")
-    if tol is not None and not tol > 0:
-        raise ValueError(f"tol must be positive or None; got {tol!r}")
+    check_tol(tol, where)
 
 
 def expm(a: jax.Array, *, method: str, tol: float | None) -> jax.Array:

@@ -108,8 +108,7 @@ class Config:
         if self.expm_method == "stand-in" or self.expm_method not in _matexp.METHODS:
             methods = tuple(m for m in _matexp.METHODS if m != "stand-in")
             raise ValueError(f"unknown expm_method {self.expm_method!r}; choose one of {methods}")
-        if self.expm_tol is not None and not self.expm_tol > 0:
-            raise ValueError(f"expm_tol must be positive or None, got {self.expm_tol!r}")
+        _matexp.check_method(self.expm_method, self.expm_tol, "Config.expm_tol")
         if len(self.steps_per_level) != self.levels:
             raise ValueError(
                 f"steps_per_level {self.steps_per_level} must have one entry per level "

@@ -1,7 +1,8 @@
 """jexpm: fast, accurate matrix exponentials for JAX.
 
 Taylor approximants of order 1, 2, 4, 8 and 15+ evaluated with Sastre's formulas,
-order and scaling chosen on device, a memory-lean custom VJP and batching rules.
+order and scaling chosen on device, exact derivatives of the computed approximant in
+forward and reverse mode, and batching rules.
 """
 
 from ._expm import ExpmInfo as ExpmInfo
@@ -9,7 +10,18 @@ from ._expm import expm as expm
 from ._expm import expm_frechet as expm_frechet
 from ._expm import expm_lowrank as expm_lowrank
 from ._expm import phi1 as phi1
+from ._options import METHODS as METHODS
+from ._options import Method as Method
 from ._orthogonal import orthogonal as orthogonal
 
-__all__ = ["ExpmInfo", "expm", "expm_frechet", "expm_lowrank", "orthogonal", "phi1"]
+__all__ = [
+    "METHODS",
+    "ExpmInfo",
+    "Method",
+    "expm",
+    "expm_frechet",
+    "expm_lowrank",
+    "orthogonal",
+    "phi1",
+]
 __version__ = "0.1.0"

@@ -1,14 +1,11 @@
 """Batched scaling-and-squaring on (..., n, n) arrays, with no autodiff or vmap rules.
 
-The forward pass chooses, from the norms of A and A2 and entirely on device:
-  * one Taylor order for the whole batch (the highest any member needs), applied with
-    ``lax.switch`` on a scalar index, so only that branch runs;
-  * a number of squarings s for each member, applied by one ``lax.fori_loop`` that
-    runs to the largest s and leaves finished members unchanged.
-It returns the per-member index and s, which ``evaluate`` takes to recompute exactly
-the same function (the derivative rules in _transforms.py rely on that).
+The pieces the approximants of _approximants.py are made of: 1-norms, exact scaling
+by powers of two, the choice of order and squarings from norms, the refinement of the
+squarings for strongly non-normal input, and the squaring loops.
 
-Selection rule (SPEC 1.3, after [S25]): with log2 norms l1 = log2||A||_1 and
+Selection rule (the authors' rule of [S25], section 3, generalised to any tol; see
+docs/design.md): with log2 norms l1 = log2||A||_1 and
 l2 = log2||A2||_1, order m passes when both first neglected terms are below tol,
 log2 b_p + (p // 2) l2 + (p % 2) l1 <= log2 tol for p = m + 1, m + 2. Order 1 is
 tried first from ||A|| alone, before A2 is formed. When the top order fails,
@@ -23,11 +20,6 @@ import numpy as np
 from jax import lax
 
 from ._products import matmul, max_axis, sum_axis
-from ._schemes import Scheme
-
-# The baseline's Taylor loop stops after this many terms; with its scaled norm <= 1/2
-# the term then is below 0.5**200 / 200!, far under any representable tolerance.
-BASELINE_MAX_TERMS = 200
 
 
 def norm1(x: jax.Array) -> jax.Array:
@@ -35,11 +27,11 @@ def norm1(x: jax.Array) -> jax.Array:
     return max_axis(sum_axis(jnp.abs(x), -2), -1)
 
 
-def _real_dtype(x: jax.Array) -> np.dtype:
+def real_dtype(x: jax.Array) -> np.dtype:
     return np.finfo(x.dtype).dtype
 
 
-def _identity_like(x: jax.Array) -> jax.Array:
+def identity_like(x: jax.Array) -> jax.Array:
     return jnp.broadcast_to(jnp.eye(x.shape[-1], dtype=x.dtype), x.shape)
 
 
@@ -48,11 +40,11 @@ def scale(x: jax.Array, s: jax.Array, core_ndim: int = 2) -> jax.Array:
 
     ``s`` has the batch shape; ``core_ndim`` trailing axes of ``x`` are per member.
     """
-    rdt = _real_dtype(x)
+    rdt = real_dtype(x)
     half = s // 2
     expand = (...,) + (None,) * core_ndim
-    f1 = jnp.exp2(-half.astype(rdt))[expand]
-    f2 = jnp.exp2(-(s - half).astype(rdt))[expand]
+    f1 = jnp.exp2(-half.astype(rdt))[expand].astype(x.dtype)
+    f2 = jnp.exp2(-(s - half).astype(rdt))[expand].astype(x.dtype)
     return (x * f1) * f2
 
 
@@ -66,36 +58,37 @@ def _squarings_for(log2_err: jax.Array, log2_tol: float, p: int, dtype) -> jax.A
     return jnp.clip(s, 0, max_squarings(dtype))
 
 
-def select(scheme: Scheme, l1: jax.Array, l2: jax.Array, log2_tol: float):
+def select(orders, log2_b, l1: jax.Array, l2: jax.Array, log2_tol: float):
     """Order index (shared by the batch) and squarings (per member) for orders >= 2.
 
     Args:
-      scheme: the approximation scheme.
+      orders: the Taylor orders m, cheapest first.
+      log2_b: per order, log2 of the bounds b_{m+1}, b_{m+2} of the neglected terms.
       l1: per-member log2 of ||A||_1.
       l2: per-member log2 of the bound used for ||A^2||_1.
       log2_tol: log2 of the tolerance.
 
     Returns:
-      (index, s): scalar int32 index into ``scheme.orders`` and int32 squarings with
+      (index, s): scalar int32 index into ``orders`` and int32 squarings with
       the batch shape. Members with non-finite norms get s = 0.
     """
 
-    def log2_err(p: int, log2_b: float) -> jax.Array:
+    def log2_err(p: int, b: float) -> jax.Array:
         # log2 b_p + log2 of the bound ||A^p|| <= ||A2||^(p//2) ||A||^(p%2); terms with
         # a zero exponent are left out so that 0 * (-inf) never appears.
-        e = log2_b + (p // 2) * l2
+        e = b + (p // 2) * l2
         return e + l1 if p % 2 else e
 
-    top = len(scheme.orders) - 1
+    top = len(orders) - 1
     member = jnp.full(l1.shape, top, dtype=jnp.int32)
     errors = {}
     for i in range(top, 0, -1):
-        m = scheme.orders[i]
-        errors[i] = [log2_err(m + 1 + j, scheme.log2_b[i][j]) for j in range(2)]
+        m = orders[i]
+        errors[i] = [log2_err(m + 1 + j, log2_b[i][j]) for j in range(2)]
         ok = (errors[i][0] <= log2_tol) & (errors[i][1] <= log2_tol)
         member = jnp.where(ok, i, member)
     index = jnp.max(member, initial=1)
-    m = scheme.orders[top]
+    m = orders[top]
     dtype = l1.dtype
     s = jnp.maximum(
         _squarings_for(errors[top][0], log2_tol, m + 1, dtype),
@@ -116,7 +109,7 @@ REFINE_MIN_SQUARINGS = 6
 REFINE_PRODUCTS = 3
 
 
-def refine_squarings(scheme: Scheme, a, a2, l1, l2, s, log2_tol):
+def refine_squarings(orders, log2_b, a, a2, l1, l2, s, log2_tol):
     """A sharper s for the top order from the norms of A^8 and A^9.
 
     The first two neglected powers p in {16, 17, 18} are bounded by products of
@@ -129,12 +122,10 @@ def refine_squarings(scheme: Scheme, a, a2, l1, l2, s, log2_tol):
     l8 = jnp.fmin(jnp.log2(norm1(a8)), 4 * l2)
     l9 = jnp.fmin(jnp.log2(norm1(a9)), l8 + l1)
     power_bound = {16: 2 * l8, 17: l8 + l9, 18: 2 * l9}
-    m = scheme.orders[-1]
+    m = orders[-1]
     refined = jnp.maximum(
         *(
-            _squarings_for(
-                scheme.log2_b[-1][j] + power_bound[m + 1 + j], log2_tol, m + 1 + j, l1.dtype
-            )
+            _squarings_for(log2_b[-1][j] + power_bound[m + 1 + j], log2_tol, m + 1 + j, l1.dtype)
             for j in range(2)
         )
     )
@@ -210,146 +201,11 @@ def squaring_products(family: str) -> int:
     return 1 if family == "exp" else 2
 
 
-def _finite_member(l1: jax.Array) -> jax.Array:
-    return l1 < jnp.inf  # False for Inf and NaN
+def finite_member(norm: jax.Array) -> jax.Array:
+    """True for members whose norm (or its log) is finite; False for Inf and NaN."""
+    return norm < jnp.inf
 
 
-def _mask_nonfinite(x: jax.Array, finite: jax.Array) -> jax.Array:
+def mask_nonfinite(x: jax.Array, finite: jax.Array) -> jax.Array:
+    """All-NaN matrices where ``finite`` is False."""
     return jnp.where(finite[..., None, None], x, jnp.nan)
-
-
-def forward(scheme: Scheme, a: jax.Array, log2_tol: float):
-    """Select (index, s) and evaluate; returns (result, index, s, products) per member.
-
-    Batches where no member needs scaling skip the scaling, the squaring loop and its
-    checks altogether: on flow-sized batches each of those is a pass over the data.
-    """
-    rdt = _real_dtype(a)
-    l1 = jnp.log2(norm1(a))
-    finite = _finite_member(l1)
-    batch = l1.shape
-    zeros = jnp.zeros(batch, jnp.int32)
-    b2, b3 = scheme.log2_b[0]
-    order1 = (b2 + 2 * l1 <= log2_tol) & (b3 + 3 * l1 <= log2_tol)
-
-    def first():
-        return scheme.first(a), zeros, zeros, zeros
-
-    def higher():
-        a2 = matmul(a, a)
-        n2 = norm1(a2)
-        l2 = jnp.fmin(jnp.log2(n2), 2 * l1).astype(rdt)
-        index, s = select(scheme, l1, l2, log2_tol)
-        refine = jnp.any((s > REFINE_MIN_SQUARINGS) & (2 * l1 - l2 > REFINE_GAP_BITS))
-        s = lax.cond(
-            refine, lambda: refine_squarings(scheme, a, a2, l1, l2, s, log2_tol), lambda: s
-        )
-
-        def unscaled():
-            return lax.switch(index - 1, scheme.formulas, a, a2), jnp.bool_(False)
-
-        def scaled():
-            x = scale(a, s)
-            # A2 overflowed although A is finite: form it again from the scaled A.
-            redo = jnp.any(~(n2 < jnp.inf) & finite)
-            x2 = lax.cond(redo, lambda: matmul(x, x), lambda: scale(a2, 2 * s))
-            t = lax.switch(index - 1, scheme.formulas, x, x2)
-            if scheme.family == "exp":
-                upper = jnp.all(jnp.tril(a, -1) == 0)
-                t = lax.cond(
-                    upper,
-                    lambda: square_triangular(t, a, s),
-                    lambda: square(scheme.family, t, x, s),
-                )
-            else:
-                t = square(scheme.family, t, x, s)
-            return t, redo
-
-        t, redo = lax.cond(jnp.any(s > 0), scaled, unscaled)
-        products = (
-            jnp.asarray(scheme.products, jnp.int32)[index]
-            + squaring_products(scheme.family) * s
-            + redo.astype(jnp.int32)
-            + REFINE_PRODUCTS * refine.astype(jnp.int32)
-        )
-        return t, jnp.full(batch, index), s, products
-
-    result, index, s, products = lax.cond(jnp.all(order1), first, higher)
-    return _mask_nonfinite(result, finite), index, s, products
-
-
-def evaluate(scheme: Scheme, a: jax.Array, index: jax.Array, s: jax.Array) -> jax.Array:
-    """The same approximant ``forward`` computed, for a given (index, s)."""
-    x = scale(a, s)
-    branches = [lambda: scheme.first(x)] + [
-        (lambda f=f: f(x, matmul(x, x))) for f in scheme.formulas
-    ]
-    t = lax.switch(jnp.max(index, initial=0), branches)
-    return square(scheme.family, t, x, s)
-
-
-# ---------------------------------------------------------------------------------
-# The baseline of Xiao and Liu (ICML 2020, code changyi7231/MEF, ``expm``/``series``):
-# scale so that ||X|| <= 1/2, add Taylor terms t_k = X t_{k-1} / k until
-# ||t_k|| <= tol (one product per term), then square. Their ``series`` (phi1) does
-# not scale; here it scales like ``expm`` and doubles back with the phi1 recurrence,
-# so that large norms stay accurate and the loop stays short.
-
-
-def _baseline_scaling(a1: jax.Array) -> jax.Array:
-    s = jnp.where(a1 > 0.5, jnp.ceil(jnp.log2(a1)) + 1, 0)
-    s = jnp.where(jnp.isfinite(s), s, 0)
-    return jnp.clip(s, 0, max_squarings(a1.dtype)).astype(jnp.int32)
-
-
-def _baseline_first_term(x: jax.Array, shift: int) -> jax.Array:
-    return x / (1 + shift)
-
-
-def _baseline_step(x, t, j, shift):
-    """Term j + 1 from term j."""
-    return matmul(x, t) / (j + 1 + shift).astype(_real_dtype(x))
-
-
-def forward_baseline(family: str, a: jax.Array, tol: float):
-    """Returns (result, terms, s, products) per member."""
-    shift = 0 if family == "exp" else 1
-    a1 = norm1(a)
-    finite = _finite_member(a1)
-    s = _baseline_scaling(a1)
-    x = scale(a, s)
-    t = _baseline_first_term(x, shift)
-    active = norm1(t) > tol
-
-    def cond(carry):
-        _, _, active, _, j = carry
-        return jnp.any(active) & (j <= BASELINE_MAX_TERMS)
-
-    def body(carry):
-        total, t, active, terms, j = carry
-        total = total + jnp.where(active[..., None, None], t, 0)
-        terms = terms + active
-        t = _baseline_step(x, t, j, shift)
-        active = active & (norm1(t) > tol)
-        return total, t, active, terms, j + 1
-
-    init = (_identity_like(a), t, active, jnp.zeros(a1.shape, jnp.int32), jnp.int32(1))
-    total, _, _, terms, _ = lax.while_loop(cond, body, init)
-    result = square(family, total, x, s)
-    products = terms + squaring_products(family) * s
-    return _mask_nonfinite(result, finite), terms, s, products
-
-
-def evaluate_baseline(family: str, a: jax.Array, terms: jax.Array, s: jax.Array):
-    """The sum ``forward_baseline`` computed, for given per-member terms and s."""
-    shift = 0 if family == "exp" else 1
-    x = scale(a, s)
-
-    def body(j, carry):
-        total, t = carry
-        total = total + jnp.where((j <= terms)[..., None, None], t, 0)
-        return total, _baseline_step(x, t, j, shift)
-
-    init = (_identity_like(a), _baseline_first_term(x, shift))
-    total, _ = lax.fori_loop(1, jnp.max(terms, initial=0) + 1, body, init)
-    return square(family, total, x, s)

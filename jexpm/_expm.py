@@ -7,14 +7,13 @@ from typing import Literal, NamedTuple, overload
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from ._schemes import METHODS, SCHEMES
-from ._transforms import kernel
-
-_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+from . import _options as opt
+from ._approximants import APPROXIMANTS
+from ._derivatives import approximate, frechet
+from ._options import Method
 
 
 class ExpmInfo(NamedTuple):
@@ -32,99 +31,67 @@ class ExpmInfo(NamedTuple):
     products: jax.Array
 
 
-def _as_square(a: ArrayLike, name: str, func: str) -> jax.Array:
-    a = jnp.asarray(a)
-    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
-        raise ValueError(
-            f"{func}: {name} must be a square matrix or a stack of them, shape (..., n, n); "
-            f"got shape {a.shape}"
-        )
-    return _as_inexact(a, name, func)
+def _approximant_call(
+    a: jax.Array,
+    family: str,
+    method: str,
+    tol: float | None,
+    triangular: bool | None = None,
+    max_squarings: int | None = None,
+):
+    """The one path of every function: working dtype, default tol, empty input.
 
-
-def _as_inexact(a: jax.Array, name: str, func: str) -> jax.Array:
-    if not jnp.issubdtype(a.dtype, jnp.inexact):
-        a = a.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
-    return a
-
-
-def _working_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype the algorithm runs in: float32 for bfloat16 and float16 input.
-
-    Measured on a 2-core CPU (one product, batched): bfloat16 operands with float32
-    accumulation took 0.07 / 2.5 / 5.5 ms against float32's 0.11 / 2.4 / 3.0 ms for
-    64x48x48 / 4096x24x24 / 16384x12x12, and float16 0.2 / 3.0 / 3.9 ms: no gain
-    worth the rounding of every intermediate. So low-precision input is computed in
-    float32, with the tolerance of the input dtype (hence fewer products), and rounded
-    back once. Accelerators with native bfloat16 units may change this choice.
+    ``a`` is an inexact (..., n, n) array; returns (result in a's dtype, ExpmInfo).
     """
-    return np.dtype(np.float32) if dtype in _LOW_PRECISION else np.dtype(dtype)
-
-
-def _method(method: str, func: str) -> str:
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"{func}: method must be one of {METHODS}, got {method!r}")
-    return method
-
-
-def _static_tol(tol, func: str) -> float | None:
-    """Check ``tol`` before it becomes a static argument of ``jax.jit``."""
-    if tol is None:
-        return None
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)):
-        raise TypeError(
-            f"{func}: tol must be a Python number (it selects the algorithm at trace "
-            f"time), got {type(tol).__name__}"
-        )
-    tol = float(tol)
-    if not (0 < tol < 1):
-        raise ValueError(f"{func}: tol must satisfy 0 < tol < 1, got {tol}")
-    return tol
-
-
-def _tolerance(tol: float | None, dtype: np.dtype) -> float:
-    """``tol``, with None meaning the unit roundoff of ``dtype``."""
-    return float(jnp.finfo(dtype).eps) / 2 if tol is None else tol
-
-
-def _run(family: str, a: jax.Array, tol, method: str):
-    tol = _tolerance(tol, a.dtype)
     batch = a.shape[:-2]
     if a.shape[-1] == 0:
         zeros = jnp.zeros(batch, jnp.int32)
         return a, ExpmInfo(zeros, zeros, zeros)
-    work = a.astype(_working_dtype(a.dtype))
-    result, index, s, products = kernel(method, family, tol).forward(work)
-    result = result.astype(a.dtype)
-    if method == "baseline":
-        order = index
-    else:
-        order = jnp.asarray(SCHEMES[method, family].orders, jnp.int32)[index]
-    info = jax.tree_util.tree_map(lax.stop_gradient, ExpmInfo(order, s, products))
-    return result, info
+    approximant = APPROXIMANTS[method, family]
+    tol = opt.tolerance(tol, a.dtype)
+    work = a.astype(opt.working_dtype(a.dtype))
+    result, path, products = approximate(approximant, tol, triangular, max_squarings, work)
+    info = ExpmInfo(approximant.order(path.index), path.squarings, products)
+    return result.astype(a.dtype), jax.tree_util.tree_map(lax.stop_gradient, info)
+
+
+def _square_input(a: ArrayLike, func: str) -> jax.Array:
+    (a,) = opt.as_inexact(a)
+    opt.check_square(a, "a", func)
+    return a
 
 
 @overload
 def expm(
     a: ArrayLike,
     *,
+    upper_triangular: bool = ...,
+    max_squarings: int | None = ...,
     tol: float | None = ...,
-    method: str = ...,
+    method: Method = ...,
     return_info: Literal[False] = ...,
 ) -> jax.Array: ...
 
 
 @overload
 def expm(
-    a: ArrayLike, *, tol: float | None = ..., method: str = ..., return_info: Literal[True]
+    a: ArrayLike,
+    *,
+    upper_triangular: bool = ...,
+    max_squarings: int | None = ...,
+    tol: float | None = ...,
+    method: Method = ...,
+    return_info: Literal[True],
 ) -> tuple[jax.Array, ExpmInfo]: ...
 
 
 def expm(
     a: ArrayLike,
     *,
+    upper_triangular: bool = False,
+    max_squarings: int | None = None,
     tol: float | None = None,
-    method: str = "opt15",
+    method: Method = "opt15",
     return_info: bool = False,
 ) -> jax.Array | tuple[jax.Array, ExpmInfo]:
     r"""Matrix exponential by Taylor scaling and squaring with on-device order selection.
@@ -140,18 +107,28 @@ def expm(
 
     For a batch (..., n, n) all members share the highest order any of them needs
     and each keeps its own number of squarings, so every member meets ``tol``.
-    ``jax.vmap`` gets the same treatment. Gradients (``jax.grad``) go through a
-    custom VJP that differentiates exactly the approximant that was computed,
-    without storing the squarings, and can itself be differentiated in reverse mode
-    to any order (``jax.jacrev(jax.jacrev(f))`` for Hessians). Forward mode
-    (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) is not available through it and
-    raises ``TypeError``: use :func:`jexpm.expm_frechet`.
+    ``jax.vmap`` gets the same treatment. Derivatives work in both modes
+    (``jax.grad``, ``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``, ``jax.hessian``, to
+    any order) and are the exact derivatives of the approximant that was computed
+    (same order and squarings); reverse mode does not store the squarings.
+
+    A drop-in for ``jax.scipy.linalg.expm``: it takes the same keywords
+    (``upper_triangular``, ``max_squarings``) and promotes integer and boolean input
+    as ``jax.numpy`` does.
 
     Args:
       a: array of shape (..., n, n); float32, float64, complex64, complex128,
         bfloat16 or float16 (computed in float32 with the tolerance of the input
-        dtype, then rounded back). Integer and boolean input is promoted to the
-        default float type.
+        dtype, then rounded back). Integer and boolean input is promoted as
+        ``jax.numpy`` promotes to an inexact type (64-bit integers to float64, the
+        others to float32; float64 means float32 when x64 is off).
+      upper_triangular: promise that ``a`` is upper triangular: the diagonal and
+        superdiagonal are then recomputed exactly after every squaring without the
+        on-device check that ``expm`` otherwise makes (the value is the same for
+        upper triangular input; for other input the result is wrong, as in
+        ``jax.scipy.linalg.expm``).
+      max_squarings: if given, members that would need more squarings return NaN
+        (``jax.scipy.linalg.expm``'s default is 16); None (default) never caps.
       tol: bound on the truncation error of the scaled approximant (absolute, like
         the authors' rule); defaults to the unit roundoff of the dtype (2**-24 for
         float32, 2**-53 for float64, 2**-8 for bfloat16, 2**-11 for float16).
@@ -169,23 +146,26 @@ def expm(
       return_info: also return an :class:`ExpmInfo`.
 
     Returns:
-      exp(a) with the shape and dtype of ``a`` and, with ``return_info=True``, an
-      :class:`ExpmInfo` of per-member order, squarings and products. Members with a
-      NaN or Inf entry give all-NaN results.
+      exp(a) with the shape of ``a`` and its (promoted) dtype and, with
+      ``return_info=True``, an :class:`ExpmInfo` of per-member order, squarings and
+      products. Members with a NaN or Inf entry give all-NaN results.
 
     Raises:
-      ValueError: ``a`` is not (..., n, n), ``method`` is unknown, or ``tol`` is not
-        in (0, 1).
-      TypeError: ``tol`` not a Python number.
+      ValueError: ``a`` is not (..., n, n), ``method`` is unknown, ``tol`` is not
+        in (0, 1) or ``max_squarings`` is negative.
+      TypeError: ``tol`` or ``max_squarings`` not a Python number.
 
     Examples:
-      >>> import jax.numpy as jnp, jexpm
+      >>> import jax, jax.numpy as jnp, jexpm
       >>> a = jnp.array([[0.0, 1.0], [-1.0, 0.0]])
       >>> bool(jnp.allclose(jexpm.expm(a) @ jexpm.expm(-a), jnp.eye(2), atol=1e-6))
       True
       >>> x, info = jexpm.expm(3.0 * a, return_info=True)
       >>> int(info.order), int(info.squarings), int(info.products)
       (15, 1, 5)
+      >>> x, dx = jax.jvp(jexpm.expm, (a,), (a,))  # forward mode: L(A, A) = A e^A
+      >>> bool(jnp.allclose(dx, a @ x, atol=1e-6))
+      True
 
     References:
       J. Sastre et al., "Improving Matrix Exponential for Generative AI Flows: A
@@ -193,14 +173,29 @@ def expm(
       J. Sastre, "Efficient evaluation of matrix polynomials", Linear Algebra Appl.
       539 (2018) 229-250.
     """
-    return _series(a, "exp", _static_tol(tol, "expm"), _method(method, "expm"), return_info)
+    if not isinstance(upper_triangular, bool):
+        raise TypeError(
+            f"expm: upper_triangular must be a bool, got {type(upper_triangular).__name__}"
+        )
+    return _expm(
+        a,
+        upper_triangular=upper_triangular,
+        max_squarings=opt.check_max_squarings(max_squarings, "expm"),
+        tol=opt.check_tol(tol, "expm"),
+        method=opt.check_method(method, "expm"),
+        return_info=return_info,
+    )
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _series(a, family: str, tol: float | None, method: str, return_info: bool):
-    """Compute expm (family "exp") or phi1 (family "phi1") of ``a``, jitted."""
-    func = "expm" if family == "exp" else "phi1"
-    result, info = _run(family, _as_square(a, "a", func), tol, method)
+@functools.partial(
+    jax.jit,
+    static_argnames=("upper_triangular", "max_squarings", "tol", "method", "return_info"),
+)
+def _expm(a, *, upper_triangular, max_squarings, tol, method, return_info):
+    triangular = True if upper_triangular else None
+    result, info = _approximant_call(
+        _square_input(a, "expm"), "exp", method, tol, triangular, max_squarings
+    )
     return (result, info) if return_info else result
 
 
@@ -209,14 +204,14 @@ def phi1(
     a: ArrayLike,
     *,
     tol: float | None = ...,
-    method: str = ...,
+    method: Method = ...,
     return_info: Literal[False] = ...,
 ) -> jax.Array: ...
 
 
 @overload
 def phi1(
-    a: ArrayLike, *, tol: float | None = ..., method: str = ..., return_info: Literal[True]
+    a: ArrayLike, *, tol: float | None = ..., method: Method = ..., return_info: Literal[True]
 ) -> tuple[jax.Array, ExpmInfo]: ...
 
 
@@ -224,7 +219,7 @@ def phi1(
     a: ArrayLike,
     *,
     tol: float | None = None,
-    method: str = "opt15",
+    method: Method = "opt15",
     return_info: bool = False,
 ) -> jax.Array | tuple[jax.Array, ExpmInfo]:
     r"""The first phi-function, :math:`\varphi_1(A) = \sum_k A^k / (k+1)!`.
@@ -258,11 +253,22 @@ def phi1(
     References:
       N. J. Higham, "Functions of Matrices", SIAM (2008), section 10.7.4.
     """
-    return _series(a, "phi1", _static_tol(tol, "phi1"), _method(method, "phi1"), return_info)
+    return _phi1(
+        a,
+        tol=opt.check_tol(tol, "phi1"),
+        method=opt.check_method(method, "phi1"),
+        return_info=return_info,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "method", "return_info"))
+def _phi1(a, *, tol, method, return_info):
+    result, info = _approximant_call(_square_input(a, "phi1"), "phi1", method, tol)
+    return (result, info) if return_info else result
 
 
 def expm_lowrank(
-    u: ArrayLike, v: ArrayLike, *, tol: float | None = None, method: str = "opt15"
+    u: ArrayLike, v: ArrayLike, *, tol: float | None = None, method: Method = "opt15"
 ) -> jax.Array:
     r"""Exponential of a low-rank product, :math:`e^{UV} = I + U \varphi_1(VU) V`.
 
@@ -290,28 +296,30 @@ def expm_lowrank(
       True
     """
     return _expm_lowrank(
-        u, v, tol=_static_tol(tol, "expm_lowrank"), method=_method(method, "expm_lowrank")
+        u,
+        v,
+        tol=opt.check_tol(tol, "expm_lowrank"),
+        method=opt.check_method(method, "expm_lowrank"),
     )
 
 
 @functools.partial(jax.jit, static_argnames=("tol", "method"))
 def _expm_lowrank(u, v, *, tol, method):
-    u, v = jnp.asarray(u), jnp.asarray(v)
+    u, v = opt.as_inexact(u, v)
     if u.ndim < 2 or v.ndim < 2 or u.shape[-1] != v.shape[-2] or u.shape[-2] != v.shape[-1]:
         raise ValueError(
             "expm_lowrank: u and v must have shapes (..., n, r) and (..., r, n); "
             f"got {u.shape} and {v.shape}"
         )
-    dtype = jnp.result_type(
-        _as_inexact(u, "u", "expm_lowrank"), _as_inexact(v, "v", "expm_lowrank")
-    )
-    tol = _tolerance(tol, dtype)
-    work = _working_dtype(dtype)
+    dtype = u.dtype
+    tol = opt.tolerance(tol, dtype)
+    work = opt.working_dtype(dtype)
     u, v = u.astype(work), v.astype(work)
     hi = lax.Precision.HIGHEST
-    p = phi1(jnp.matmul(v, u, precision=hi), tol=tol, method=method)
+    p, _ = _approximant_call(jnp.matmul(v, u, precision=hi), "phi1", method, tol)
     n = u.shape[-2]
-    out = jnp.eye(n, dtype=work) + jnp.matmul(jnp.matmul(u, p, precision=hi), v, precision=hi)
+    upv = jnp.matmul(jnp.matmul(u, p, precision=hi), v, precision=hi)
+    out = upv + jnp.broadcast_to(jnp.eye(n, dtype=work), upv.shape)
     return out.astype(dtype)
 
 
@@ -320,30 +328,31 @@ def expm_frechet(
     e: ArrayLike,
     *,
     tol: float | None = None,
-    method: str = "opt15",
+    method: Method = "opt15",
     compute_expm: bool = True,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     r"""Frechet derivative of the matrix exponential, :math:`L(A, E)`.
 
     :math:`L(A, E) = \frac{d}{dt} e^{A + tE} \big|_{t=0}`: the directional
-    derivative, i.e. what ``jax.jvp`` would give (forward mode is not available
-    through :func:`expm`'s custom VJP). It is the exact derivative of the approximant
-    :func:`expm` computes at ``a`` (same order and squarings), evaluated forward
-    while carrying the direction: memory does not grow with the squarings. The result
-    is differentiable with ``jax.grad``.
+    derivative, what ``jax.jvp(jexpm.expm, (a,), (e,))`` gives. It is the exact
+    derivative of the approximant :func:`expm` computes at ``a`` (same order and
+    squarings), evaluated forward while carrying the direction: memory does not grow
+    with the squarings. The result is differentiable in both modes, to any order.
+    The batch shapes of ``a`` and ``e`` broadcast, as in ``scipy.linalg.expm_frechet``.
 
     Args:
       a: array of shape (..., n, n).
-      e: direction, same shape as ``a``.
+      e: direction, shape (..., n, n); its batch shape broadcasts with that of ``a``.
       tol: tolerance, as in :func:`expm`.
       method: method, as in :func:`expm`.
       compute_expm: also return expm(a), as ``scipy.linalg.expm_frechet`` does.
 
     Returns:
-      ``(expm(a), L(a, e))`` if ``compute_expm`` else ``L(a, e)``.
+      ``(expm(a), L(a, e))`` if ``compute_expm`` else ``L(a, e)``, with the broadcast
+      batch shape and the promoted dtype of ``a`` and ``e``.
 
     Raises:
-      ValueError: shapes that are not (..., n, n) or differ.
+      ValueError: shapes that are not (..., n, n), differ in n or do not broadcast.
       TypeError: as :func:`expm`.
 
     Examples:
@@ -360,28 +369,36 @@ def expm_frechet(
     return _expm_frechet(
         a,
         e,
-        tol=_static_tol(tol, "expm_frechet"),
-        method=_method(method, "expm_frechet"),
+        tol=opt.check_tol(tol, "expm_frechet"),
+        method=opt.check_method(method, "expm_frechet"),
         compute_expm=compute_expm,
     )
 
 
 @functools.partial(jax.jit, static_argnames=("tol", "method", "compute_expm"))
 def _expm_frechet(a, e, *, tol, method, compute_expm):
-    a = _as_square(a, "a", "expm_frechet")
-    e = jnp.asarray(e)
-    if e.shape != a.shape:
+    a, e = opt.as_inexact(a, e)
+    opt.check_square(a, "a", "expm_frechet")
+    if e.shape[-2:] != a.shape[-2:]:
         raise ValueError(
-            f"expm_frechet: e must have the shape of a, {a.shape}; got shape {e.shape}"
+            f"expm_frechet: e must be (..., n, n) with the n of a, {a.shape[-1]}; "
+            f"got shapes a {a.shape} and e {e.shape}"
         )
-    dtype = jnp.result_type(a, _as_inexact(e, "e", "expm_frechet"))
-    tol = _tolerance(tol, dtype)
+    try:
+        batch = jnp.broadcast_shapes(a.shape[:-2], e.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            f"expm_frechet: the batch shapes of a {a.shape} and e {e.shape} do not broadcast"
+        ) from None
+    shape = (*batch, *a.shape[-2:])
+    a, e = jnp.broadcast_to(a, shape), jnp.broadcast_to(e, shape)
+    dtype = a.dtype
     if a.shape[-1] == 0:
-        return (a.astype(dtype), e.astype(dtype)) if compute_expm else e.astype(dtype)
-    work = _working_dtype(dtype)
+        return (a, e) if compute_expm else e
+    approximant = APPROXIMANTS[method, "exp"]
+    work = opt.working_dtype(dtype)
     a, e = a.astype(work), e.astype(work)
-    k = kernel(method, "exp", tol)
-    x, index, s, _ = k.forward(a)
-    frechet = k.frechet(a, e, lax.stop_gradient(index), lax.stop_gradient(s))
-    x, frechet = x.astype(dtype), frechet.astype(dtype)
-    return (x, frechet) if compute_expm else frechet
+    x, path, _ = approximate(approximant, opt.tolerance(tol, dtype), None, None, a)
+    path = jax.tree_util.tree_map(lax.stop_gradient, path)
+    derivative = frechet(approximant, None, a, e, path).astype(dtype)
+    return (x.astype(dtype), derivative) if compute_expm else derivative

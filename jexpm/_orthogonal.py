@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from ._expm import expm
+from ._options import Method, as_inexact, check_square
 from ._products import max_axis, sum_axis
 
 
@@ -15,7 +16,7 @@ def orthogonal(
     *,
     max_norm: float | None = None,
     tol: float | None = None,
-    method: str = "opt15",
+    method: Method = "opt15",
 ) -> jax.Array:
     r"""Orthogonal (unitary) matrix :math:`Q = e^{K}` with :math:`K = S - S^H`.
 
@@ -46,12 +47,8 @@ def orthogonal(
       >>> bool(jnp.allclose(q.T @ q, jnp.eye(5), atol=1e-5))
       True
     """
-    s = jnp.asarray(s)
-    if s.ndim < 2 or s.shape[-1] != s.shape[-2]:
-        raise ValueError(
-            f"orthogonal: s must be a square matrix or a stack of them, shape (..., n, n); "
-            f"got shape {s.shape}"
-        )
+    (s,) = as_inexact(s)
+    check_square(s, "s", "orthogonal")
     k = s - jnp.conj(jnp.swapaxes(s, -1, -2))
     if max_norm is not None:
         if not max_norm > 0:

@@ -20,7 +20,8 @@ Formula = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def _plus_identity(x: jax.Array, c: float) -> jax.Array:
-    return x + c * jnp.eye(x.shape[-1], dtype=x.dtype)
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
+    return x + jnp.broadcast_to(c * eye, x.shape)
 
 
 def linear(c0: float, c1: float) -> Callable[[jax.Array], jax.Array]:
@@ -84,7 +85,7 @@ def paterson_stockmeyer(coeffs: Sequence[float]) -> Formula:
         raise ValueError(f"Paterson-Stockmeyer needs q | m with m >= 2, got m={m}")
 
     def formula(a: jax.Array, a2: jax.Array) -> jax.Array:
-        powers = [jnp.eye(a.shape[-1], dtype=a.dtype), a, a2]
+        powers = [jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape), a, a2]
         for _ in range(3, q + 1):
             powers.append(matmul(powers[-1], a))
 

@@ -393,12 +393,17 @@ def _gradient(expm: Callable[[jax.Array], jax.Array]) -> Callable[..., jax.Array
     return jax.grad(lambda a, g: jnp.sum(expm(a) * g))
 
 
+def _tangent(expm: Callable[[jax.Array], jax.Array]) -> Callable[..., jax.Array]:
+    """``a, g -> L(a, g)``: forward mode, the JVP of expm at a along g."""
+    return lambda a, g: jax.jvp(expm, (a,), (g,))[1]
+
+
 _GRAD_LIBS = {"jexpm": jexpm.expm, "jax.scipy": jax.scipy.linalg.expm}
-_GRAD_KINDS = {"fwd": _forward, "grad": _gradient}
+_GRAD_KINDS = {"fwd": _forward, "grad": _gradient, "jvp": _tangent}
 
 
 def run_gradients(cases: Sequence[tuple[Workload, float]], repeats: int, seed: int) -> str:
-    """Forward and gradient time and compiled scratch memory, jexpm against jax.scipy.
+    """Forward, gradient and JVP time and compiled scratch memory, jexpm against jax.scipy.
 
     Args:
       cases: (workload, 1-norm) pairs, run in float32.
@@ -444,6 +449,8 @@ def run_gradients(cases: Sequence[tuple[Workload, float]], repeats: int, seed: i
                         _ms(times[lib, "fwd"]),
                         _ms(times[lib, "grad"]),
                         _ratio(times[lib, "grad"], times[lib, "fwd"]),
+                        _ms(times[lib, "jvp"]),
+                        _ratio(times[lib, "jvp"], times[lib, "fwd"]),
                     )
                 ),
                 _ratio(times["jax.scipy", "grad"], times["jexpm", "grad"]),
@@ -458,7 +465,11 @@ def run_gradients(cases: Sequence[tuple[Workload, float]], repeats: int, seed: i
     headers = [
         "workload",
         "‖A‖₁",
-        *(h for lib in _GRAD_LIBS for h in (f"{lib} fwd ms", f"{lib} grad ms", "grad/fwd")),
+        *(
+            h
+            for lib in _GRAD_LIBS
+            for h in (f"{lib} fwd ms", f"{lib} grad ms", "grad/fwd", f"{lib} jvp ms", "jvp/fwd")
+        ),
         "grad jax.scipy/jexpm",
         *(f"{lib} {kind} temp/input" for lib in _GRAD_LIBS for kind in _GRAD_KINDS),
     ]

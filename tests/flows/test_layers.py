@@ -277,8 +277,12 @@ def test_odd_spatial_size_for_squeeze_raises():
 def test_bad_layer_options_raise():
     with pytest.raises(ValueError, match="unknown expm method 'pade'"):
         flows.MatrixExp1x1Conv(4, method="pade", rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="tol must be positive"):
-        flows.MatrixExpCoupling(4, tol=0.0, rngs=nnx.Rngs(0))
+    # The same tolerance rule as jexpm itself: 0 < tol < 1, checked at construction.
+    for tol in (0.0, 2.0):
+        with pytest.raises(ValueError, match=r"tol must satisfy 0 < tol < 1"):
+            flows.MatrixExpCoupling(4, tol=tol, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"tol must satisfy 0 < tol < 1"):
+        flows.MatrixExp1x1Conv(6, tol=2.0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="rank must be in"):
         flows.MatrixExpCoupling(8, low_rank=True, rank=5, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="at least 2 channels"):

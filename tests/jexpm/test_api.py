@@ -101,11 +101,28 @@ def test_lowrank_rejects_shape_mismatch(u_shape, v_shape):
 
 
 @pytest.mark.parametrize(
-    ("a_shape", "e_shape"), [((3, 3), (3, 4)), ((3, 3), (2, 3, 3)), ((3, 3), (4, 4))]
+    ("a_shape", "e_shape"),
+    [((3, 3), (3, 4)), ((3, 3), (4, 4)), ((2, 3, 3), (3, 3, 3)), ((3, 3), (3,))],
 )
 def test_frechet_rejects_shape_mismatch(a_shape, e_shape):
     with pytest.raises(ValueError, match=re.escape(str(e_shape))):
         jexpm.expm_frechet(jnp.zeros(a_shape), jnp.zeros(e_shape))
+
+
+@pytest.mark.parametrize(
+    ("a_shape", "e_shape"),
+    [((1, 3, 4, 4), (2, 1, 4, 4)), ((4, 4), (2, 4, 4)), ((3, 4, 4), (4, 4))],
+)
+def test_frechet_broadcasts_batch_shapes_like_scipy(a_shape, e_shape):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(a_shape) / 2
+    e = rng.standard_normal(e_shape)
+    want_x, want_l = sl.expm_frechet(a, e)  # scipy >= 1.17 broadcasts the batch shapes
+    with jax.enable_x64(True):
+        x, lx = jexpm.expm_frechet(a, e)
+    assert x.shape == lx.shape == want_l.shape
+    np.testing.assert_allclose(x, want_x, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(lx, want_l, rtol=1e-12, atol=1e-13)
 
 
 def test_frechet_rejects_non_square():
@@ -116,16 +133,15 @@ def test_frechet_rejects_non_square():
 @pytest.mark.parametrize("name", FUNCS)
 @pytest.mark.parametrize("x64", [False, True])
 @pytest.mark.parametrize("kind", ["int32", "int64", "uint8", "bool"])
-def test_integer_and_bool_promoted_to_default_float(name, x64, kind):
+def test_integer_and_bool_promoted_like_jax_numpy(name, x64, kind):
+    """64-bit integers to float64 (float32 without x64), the rest to float32."""
     with jax.enable_x64(x64):
         a = np.array([[1, 2, 0], [0, 1, 3], [1, 0, 0]]).astype(kind)
-        want = jnp.float64 if x64 else jnp.float32
+        want = jnp.float64 if x64 and kind == "int64" else jnp.float32
         assert jax.eval_shape(FUNCS[name], a).dtype == want
-        # jax.scipy.linalg.expm agrees except with x64 on, where it maps the 32-bit and
-        # narrower integer types and bool to float32 (JAX's promotion lattice), while
-        # jexpm documents the default float type for every integer and bool input.
-        if not x64 or kind == "int64":
-            assert jax.eval_shape(jsl.expm, a).dtype == want
+        # The same dtype as jax.numpy and jax.scipy.linalg.expm.
+        assert jax.eval_shape(jsl.expm, a).dtype == want
+        assert jax.eval_shape(jnp.sin, a).dtype == want
 
 
 def test_integer_values_equal_float_values():
@@ -492,3 +508,51 @@ def test_return_info(name):
     # Batch shape (2, 2): info has that shape too (eval_shape: no compile).
     shapes = jax.eval_shape(lambda x: FUNCS[name](x, return_info=True)[1], a.reshape(2, 2, N, N))
     assert all(field.shape == (2, 2) and field.dtype == jnp.int32 for field in shapes)
+
+
+# ---------------------------------------------------------------------------------
+# jax.scipy.linalg.expm's keywords
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_upper_triangular_keyword_keeps_the_value(dtype):
+    """On upper triangular input the flag only skips the check: the same value."""
+    rng = np.random.default_rng(20)
+    a = np.triu(random_with_norm(rng, (3, N, N), 20.0, dtype))
+    a[1] *= 1e-3
+    with jax.enable_x64(True):
+        flagged, info = jexpm.expm(a, upper_triangular=True, return_info=True)
+        checked = jexpm.expm(a)
+    np.testing.assert_array_equal(flagged, checked)
+    assert np.asarray(info.squarings).max() > 0  # the triangular squaring ran
+    assert rel_err(flagged, sl.expm(a)) <= 1e3 * EPS[np.dtype(dtype)]
+
+
+def test_upper_triangular_keyword_is_what_was_promised():
+    """Like jax.scipy: the flag is trusted; on triangular input the exact diagonal is used."""
+    a = np.array([[1.0, 1e4, 0.0], [0.0, 1.5, 1e4], [0.0, 0.0, 2.0]])
+    with jax.enable_x64(True):
+        x = np.asarray(jexpm.expm(a, upper_triangular=True))
+    np.testing.assert_allclose(np.diag(x), np.exp(np.diag(a)), rtol=1e-15)
+    with pytest.raises(TypeError, match="upper_triangular must be a bool"):
+        jexpm.expm(a, upper_triangular=jnp.bool_(True))
+
+
+def test_max_squarings_caps_with_nan():
+    a, _ = _batch(np.float64), None
+    with jax.enable_x64(True):
+        full, info = jexpm.expm(a, return_info=True)
+        s = np.asarray(info.squarings)
+        cap = int(np.median(s))
+        capped = np.asarray(jexpm.expm(a, max_squarings=cap))
+        assert np.all(np.isnan(capped[s > cap])) and (s > cap).any()
+        np.testing.assert_array_equal(capped[s <= cap], np.asarray(full)[s <= cap])
+        # A cap no member reaches changes nothing.
+        np.testing.assert_array_equal(jexpm.expm(a, max_squarings=int(s.max())), full)
+        # jax.scipy's default of 16 gives NaN on Moler's badly scaled matrix; jexpm
+        # needs fewer squarings there (its overscaling control) and stays finite.
+        moler = np.array([[1.0, 1e-4, 1e4], [1e-4 * 0, 1.0, 1e4], [0.0, 0.0, 1.0]])
+        assert np.all(np.isfinite(jexpm.expm(moler, max_squarings=16)))
+    for bad, err in ((-1, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="max_squarings"):
+            jexpm.expm(a, max_squarings=bad)

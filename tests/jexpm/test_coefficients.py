@@ -4,7 +4,7 @@ The published tables of SPEC 1.2 are typed in here independently of jexpm/_coeff
 expanded symbolically (mpmath at 50 digits, plain polynomial arithmetic) and compared with
 1/k! (exp) and 1/(k+1)! (phi1). The implementation is then read off directly: a polynomial
 p evaluated at the nilpotent shift matrix J has its coefficients p_k on row 0 (J^k has ones
-on the k-th superdiagonal), so each formula of jexpm._schemes is checked as it is executed.
+on the k-th superdiagonal), so each formula of jexpm._approximants is checked as it is executed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import jexpm
 from jexpm import _coefficients as C
 from jexpm import _polynomials as P
-from jexpm._schemes import SCHEMES
+from jexpm._approximants import TAYLOR
 
 DPS = 50
 
@@ -224,7 +224,7 @@ def test_library_phi1_15_is_published_with_c10_corrected():
 
 def test_library_log2_b_tables():
     """Each scheme bounds terms m+1 and m+2 by 1/(p + shift)!, except b16 of 15+."""
-    for (method, family), scheme in SCHEMES.items():
+    for (method, family), scheme in TAYLOR.items():
         assert scheme.method == method and scheme.family == family
         shift = {"exp": 0, "phi1": 1}[family]
         assert scheme.shift == shift
@@ -258,10 +258,10 @@ def _implemented_polynomial(scheme, i: int) -> np.ndarray:
     return row
 
 
-@pytest.mark.parametrize("key", sorted(SCHEMES), ids="-".join)
+@pytest.mark.parametrize("key", sorted(TAYLOR), ids="-".join)
 def test_implemented_formulas_are_taylor(key):
     method, family = key
-    scheme = SCHEMES[key]
+    scheme = TAYLOR[key]
     shift = {"exp": 0, "phi1": 1}[family]
     want_orders = {"opt15": (1, 2, 4, 8, 15), "ps": (1, 2, 4, 6, 9, 12, 16)}[method]
     assert scheme.orders == want_orders
@@ -311,7 +311,7 @@ def _half_ulp_of_printed(text: str) -> float:
 
 @pytest.mark.parametrize("method", ["opt15", "ps"])
 def test_spec_thresholds_at_1e8(method):
-    scheme = SCHEMES[method, "exp"]
+    scheme = TAYLOR[method, "exp"]
     for m, printed in SPEC_THRESHOLDS_1E8[method].items():
         value = theta(scheme, scheme.orders.index(m), 1e-8)
         assert abs(value - float(printed)) <= _half_ulp_of_printed(printed), (method, m, value)
@@ -329,11 +329,11 @@ SPEC_PRODUCTS = {
 }
 
 
-@pytest.mark.parametrize("key", sorted(SCHEMES), ids="-".join)
+@pytest.mark.parametrize("key", sorted(TAYLOR), ids="-".join)
 def test_product_counts_by_counting(key, monkeypatch):
     """Count the matmul calls each formula makes (plus A2 for orders >= 2)."""
     method, _ = key
-    scheme = SCHEMES[key]
+    scheme = TAYLOR[key]
     assert dict(zip(scheme.orders, scheme.products, strict=True)) == SPEC_PRODUCTS[method]
     calls = []
     real = P.matmul
@@ -358,8 +358,8 @@ def test_product_counts_by_counting(key, monkeypatch):
 
 def test_opt15_reaches_higher_degree_than_ps_at_equal_cost():
     """SPEC 1.1: with 4 products PS reaches degree 9, the new scheme 15."""
-    opt = SCHEMES["opt15", "exp"]
-    ps = SCHEMES["ps", "exp"]
+    opt = TAYLOR["opt15", "exp"]
+    ps = TAYLOR["ps", "exp"]
     assert ps.orders[ps.products.index(4)] == 9
     assert opt.orders[opt.products.index(4)] == 15
 
@@ -367,7 +367,7 @@ def test_opt15_reaches_higher_degree_than_ps_at_equal_cost():
 @pytest.mark.parametrize("method", ["opt15", "ps"])
 def test_product_counts_reported_by_expm(method):
     """Through the public API: products = SPEC 1.1 count + s, one call per order."""
-    scheme = SCHEMES[method, "exp"]
+    scheme = TAYLOR[method, "exp"]
     with jax.enable_x64(True):
         for i, m in enumerate(scheme.orders):
             # A diagonal matrix has ||A^k|| = ||A||^k: just below theta picks order m.

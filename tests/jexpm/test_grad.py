@@ -1,4 +1,4 @@
-"""Reverse-mode derivatives of jexpm (SPEC 6) and the Frechet derivative expm_frechet.
+"""Derivatives of jexpm in both modes, and the Frechet derivative expm_frechet.
 
 The gradient of sum(G * expm(A)) is the Frechet derivative L(A^T, G), which
 scipy.linalg.expm_frechet computes independently (Al-Mohy and Higham 2009).
@@ -167,7 +167,7 @@ def test_check_grads(name, method, dtype, order):
             # Norm 4 needs squarings with every method, so their derivative is checked too.
             args = (random_with_norm(rng, (4, 4), 4.0, dtype),)
             fn = functools.partial(FUNCS[name], method=method)
-        check_grads(fn, args, order=order, modes=["rev"])
+        check_grads(fn, args, order=order, modes=["fwd", "rev"])
 
 
 # ---------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def test_frechet_is_reverse_differentiable():
     with jax.enable_x64(True):
         # The baseline keeps this cheap; the rule (block matrix) is the same for all.
         fn = functools.partial(jexpm.expm_frechet, method="baseline", compute_expm=False)
-        check_grads(fn, (a, e), order=1, modes=["rev"])
+        check_grads(fn, (a, e), order=1, modes=["fwd", "rev"])
         # L is linear in E with adjoint L(A^T, .): grad_E <W, L(A, E)> = L(A^T, W).
         a, e = random_with_norm(rng, (N, N), 4.0), rng.standard_normal((N, N))
         fn = functools.partial(jexpm.expm_frechet, method="opt15", compute_expm=False)
@@ -332,19 +332,109 @@ def test_frechet_is_reverse_differentiable():
 # Forward mode and Hessians
 
 
-def test_forward_mode_raises_clear_error():
-    a = np.eye(3, dtype=np.float32) * 0.5
-    with pytest.raises(TypeError, match=r"forward-mode autodiff.*custom_vjp"):
-        jax.jvp(jexpm.expm, (a,), (a,))
-    with pytest.raises(TypeError, match="custom_vjp"):
-        jax.jacfwd(jexpm.phi1)(a)
+def _central_difference(fn, a, e, h=1e-6):
+    return (np.asarray(fn(a + h * e)) - np.asarray(fn(a - h * e))) / (2 * h)
 
 
-def test_hessian_forward_over_reverse_raises():
-    """jax.hessian is jacfwd(jacrev): the custom_vjp blocks its forward half."""
-    a = np.eye(3, dtype=np.float32) * 0.5
-    with pytest.raises(TypeError, match="custom_vjp"):
-        jax.hessian(lambda x: jnp.sum(jexpm.expm(x)))(a)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", FUNCS)
+def test_jvp_matches_frechet_and_finite_differences(name, method):
+    """jvp, linearize and jacfwd all give L(A, E), at norms that take every path."""
+    rng = np.random.default_rng(11)
+    fn = functools.partial(FUNCS[name], method=method)
+    with jax.enable_x64(True):
+        for norm in GRAD_NORMS:
+            a = random_with_norm(rng, (N, N), norm)
+            e = rng.standard_normal((N, N))
+            x, tangent = jax.jit(lambda a, e: jax.jvp(fn, (a,), (e,)))(a, e)
+            np.testing.assert_array_equal(x, fn(a))
+            fd = _central_difference(fn, a, e, h=1e-6 * max(1.0, norm))
+            assert rel_err(tangent, fd) <= 1e-7, (norm, rel_err(tangent, fd))
+            _, linear = jax.linearize(fn, a)
+            assert rel_err(linear(e), tangent) <= 16 * EPS[np.dtype("float64")]
+            if name == "expm":
+                _, want = jexpm.expm_frechet(a, e, method=method)
+                assert rel_err(tangent, want) <= 16 * EPS[np.dtype("float64")]
+                assert rel_err(tangent, sl.expm_frechet(a, e)[1]) <= GRAD_RTOL[np.dtype("float64")]
+
+
+def test_jacfwd_equals_jacrev():
+    rng = np.random.default_rng(12)
+    a = random_with_norm(rng, (4, 4), 3.0)
+    with jax.enable_x64(True):
+        fwd = np.asarray(jax.jacfwd(jexpm.expm)(a))
+        rev = np.asarray(jax.jacrev(jexpm.expm)(a))
+    assert fwd.shape == (4, 4, 4, 4)
+    assert rel_err(fwd.reshape(16, 16), rev.reshape(16, 16)) <= 16 * EPS[np.dtype("float64")]
+    # Column (i, j) of the Jacobian is L(A, E_ij).
+    e = np.zeros((4, 4))
+    e[1, 2] = 1.0
+    _, l12 = sl.expm_frechet(a, e)
+    assert rel_err(fwd[:, :, 1, 2], l12) <= GRAD_RTOL[np.dtype("float64")]
+
+
+def test_forward_mode_under_jit_and_vmap():
+    """jvp composes with vmap both ways, with jit, and costs the batched call under vmap."""
+    a, e = _batch(seed=13)
+    with jax.enable_x64(True):
+        want = np.stack([sl.expm_frechet(a[i], e[i])[1] for i in range(a.shape[0])])
+
+        def tangent(a, e):
+            return jax.jvp(jexpm.expm, (a,), (e,))[1]
+
+        results = {
+            "jvp(batched)": tangent(a, e),
+            "vmap(jvp)": jax.vmap(tangent)(a, e),
+            "jvp(vmap)": jax.jvp(jax.vmap(jexpm.expm), (a,), (e,))[1],
+            "jit(vmap(jvp))": jax.jit(jax.vmap(tangent))(a, e),
+        }
+    for what, got in results.items():
+        assert rel_err(got, want) <= GRAD_RTOL[np.dtype("float64")], what
+    np.testing.assert_array_equal(results["vmap(jvp)"], results["jvp(batched)"])
+
+
+@pytest.mark.parametrize("method", ["opt15", "ps"])
+def test_hessian_forward_over_reverse(method):
+    """jax.hessian (jacfwd of jacrev) equals reverse over reverse and is symmetric."""
+    n = 4
+    rng = np.random.default_rng(14)
+    a = random_with_norm(rng, (n, n), 3.0)
+    g = rng.standard_normal((n, n))
+    loss = functools.partial(_loss, method=method)
+    with jax.enable_x64(True):
+        fwd_rev = np.asarray(jax.hessian(loss)(a, g)).reshape(n * n, n * n)
+        rev_rev = np.asarray(jax.jacrev(jax.jacrev(loss))(a, g)).reshape(n * n, n * n)
+        fwd_fwd = np.asarray(jax.jacfwd(jax.jacfwd(loss))(a, g)).reshape(n * n, n * n)
+    assert rel_err(fwd_rev, rev_rev) <= 64 * EPS[np.dtype("float64")]
+    assert rel_err(fwd_fwd, rev_rev) <= 64 * EPS[np.dtype("float64")]
+    assert rel_err(fwd_rev, fwd_rev.T) <= 100 * EPS[np.dtype("float64")]
+
+
+def test_hessian_vector_product_forward_over_reverse():
+    """The usual HVP, jvp(grad(f)), against central differences of the gradient."""
+    rng = np.random.default_rng(15)
+    a, g, v = random_with_norm(rng, (N, N), 5.0), *rng.standard_normal((2, N, N))
+    grad = _grad_fn("opt15")
+    with jax.enable_x64(True):
+        _, hvp = jax.jvp(lambda x: grad(x, g), (a,), (v,))
+        fd = _central_difference(lambda x: grad(x, g), a, v, h=1e-5)
+    assert rel_err(hvp, fd) <= 1e-7
+
+
+def test_forward_mode_nonfinite_and_capped_members_are_nan():
+    a, e = _batch(seed=16)
+    a[1, 2, 2] = np.nan
+    with jax.enable_x64(True):
+        x, t = jax.jvp(lambda a: jexpm.expm(a, max_squarings=2), (a,), (e,))
+        info = jexpm.expm(a, return_info=True)[1]
+        g = jax.grad(lambda a: jnp.sum(jexpm.expm(a, max_squarings=2) * e))(a)
+    over = np.asarray(info.squarings) > 2
+    assert over.any() and not over.all()
+    bad = over.copy()
+    bad[1] = True
+    for got in (x, t, g):
+        got = np.asarray(got)
+        assert np.all(np.isnan(got[bad])) and np.all(np.isfinite(got[~bad]))
 
 
 @pytest.mark.parametrize("method", ["opt15"])

@@ -21,7 +21,7 @@ import pytest
 
 import jexpm
 from jexpm import _algorithm as alg
-from jexpm._schemes import SCHEMES
+from jexpm._approximants import TAYLOR
 from tests.helpers import norm1, random_with_norm
 
 # SPEC 1.1 product counts (A2 included), per method and order.
@@ -96,7 +96,7 @@ def assert_infos(info, want, what):
 @pytest.mark.parametrize("family", ["exp", "phi1"])
 @pytest.mark.parametrize("method", ["opt15", "ps"])
 def test_every_order_at_its_threshold(method, family, dtype, tol, tol_value):
-    scheme = SCHEMES[method, family]
+    scheme = TAYLOR[method, family]
     orders = scheme.orders
     top = len(orders) - 1
     thetas = [theta(scheme, i, math.log2(tol_value)) for i in range(len(orders))]
@@ -124,7 +124,7 @@ def test_order1_uses_norm_of_a_only():
     A nilpotent A (A^2 = 0) of any norm fails order 1 (its bounds use ||A||) but passes
     order 2 with no scaling (its bounds use ||A^2|| = 0).
     """
-    t1 = theta(SCHEMES["opt15", "exp"], 0, math.log2(1e-8))
+    t1 = theta(TAYLOR["opt15", "exp"], 0, math.log2(1e-8))
     mats, want = [], []
     for x in (2 * t1, 1.0, 1e3, 1e30):
         a = np.zeros((3, 3))
@@ -208,7 +208,7 @@ def test_nonnormal_avoids_overscaling():
         np.array([[-1.0, 1e4], [0.0, -2.0]]),
         np.array([[0.5, 30.0], [0.0, 0.5]]),
     ]
-    t15 = theta(SCHEMES["opt15", "exp"], 4, math.log2(1e-8))
+    t15 = theta(TAYLOR["opt15", "exp"], 4, math.log2(1e-8))
     worst = [math.ceil(math.log2(float(norm1(a)) / t15)) for a in mats]
     assert worst == [13, 13, 4]
     plain = [authors_rule(a, 1e-8) for a in mats]
@@ -266,7 +266,7 @@ def projector_case(x: float) -> np.ndarray:
 
 def test_batch_shares_order_keeps_squarings():
     norms = [1e-5, 0.01, 0.3, 5.0, 100.0]
-    t15 = theta(SCHEMES["opt15", "exp"], 4, math.log2(1e-8))
+    t15 = theta(TAYLOR["opt15", "exp"], 4, math.log2(1e-8))
     a = np.stack([projector_case(x) for x in norms])
     want_s = [max(0, math.ceil(math.log2(x / t15))) for x in norms]
     assert want_s == [0, 0, 0, 2, 6]
@@ -299,7 +299,7 @@ def test_batch_shares_order_keeps_squarings():
     np.testing.assert_array_equal(np.stack(info_tiny), [[1] * 5, [0] * 5, [0] * 5])
     # PS: order 16 shared, squarings from its own threshold.
     info_ps = infos("exp", a, 1e-8, "ps", per_matrix=False)
-    t16 = theta(SCHEMES["ps", "exp"], 6, math.log2(1e-8))
+    t16 = theta(TAYLOR["ps", "exp"], 6, math.log2(1e-8))
     want_ps = [max(0, math.ceil(math.log2(x / t16))) for x in norms]
     np.testing.assert_array_equal(info_ps[0], [16] * 5)
     np.testing.assert_array_equal(info_ps[1], want_ps)

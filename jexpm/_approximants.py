@@ -1,0 +1,318 @@
+"""The approximants: one small interface, three methods, each for exp and phi1.
+
+An approximant of a family (``exp``: sum A^k/k!, ``phi1``: sum A^k/(k+1)!) offers
+  * ``compute(a, tol, triangular)``: choose, on device, a :class:`Path` (order
+    index and squarings per member) from norms of A, evaluate it, and count products;
+  * ``evaluate(a, path)``: the same function of A for a given path (the derivative
+    rules of _derivatives.py differentiate exactly this, so that the derivative is
+    that of the approximant ``compute`` returned);
+  * ``order(index)``: the Taylor order (or number of terms) an index stands for.
+
+``Taylor`` covers ``opt15`` (the Sastre formulas) and ``ps`` (Paterson-Stockmeyer):
+both pick an order from a table and scale and square. ``Baseline`` is the Taylor
+loop of Xiao and Liu (2020) that the paper compares against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from . import _algorithm as alg
+from . import _coefficients as C
+from . import _polynomials as P
+from ._products import matmul
+
+FAMILIES = ("exp", "phi1")
+
+
+class Path(NamedTuple):
+    """Which function of A an approximant computed, per batch member.
+
+    Attributes:
+      index: int32 order index (``Taylor``: into ``orders``; ``Baseline``: the
+        number of Taylor terms summed).
+      squarings: int32 number of squarings s.
+    """
+
+    index: jax.Array
+    squarings: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Taylor:
+    """Truncated Taylor series chosen from a table of orders, scaled and squared.
+
+    Attributes:
+      method: "opt15" or "ps".
+      family: "exp" or "phi1".
+      orders: the Taylor orders m, cheapest first (15 stands for 15+).
+      products: matrix products of each order's evaluation, A2 included.
+      first: the order-1 formula, which needs no A2.
+      formulas: the formulas of orders[1:], called as f(A, A2).
+      log2_b: per order, log2 of the coefficients bounding the two first neglected
+        terms, b_{m+1} and b_{m+2} (b_16 of 15+ is its degree-16 coefficient error).
+    """
+
+    method: str
+    family: str
+    orders: tuple[int, ...]
+    products: tuple[int, ...]
+    first: Callable[[jax.Array], jax.Array]
+    formulas: tuple[P.Formula, ...]
+    log2_b: tuple[tuple[float, float], ...]
+
+    @property
+    def shift(self) -> int:
+        """Taylor coefficients are 1/(k + shift)!."""
+        return FAMILIES.index(self.family)
+
+    def order(self, index: jax.Array) -> jax.Array:
+        """The Taylor order m of each member (15 stands for 15+)."""
+        return jnp.asarray(self.orders, jnp.int32)[index]
+
+    def compute(self, a: jax.Array, tol: float, triangular: bool | None = None):
+        """Choose the path on device and evaluate it.
+
+        Batches where no member needs scaling skip the scaling, the squaring loop and
+        its checks altogether: on flow-sized batches each of those is a pass over the
+        data.
+
+        Args:
+          a: (..., n, n) matrices in the working dtype.
+          tol: the truncation tolerance.
+          triangular: exp only. None: square with the exact triangular diagonal when
+            the whole batch is upper triangular (checked on device); True: always
+            (the caller promises upper triangular input); False: never.
+
+        Returns:
+          (result, path, products): the approximant, its :class:`Path` and the matrix
+          products used, per member; all-NaN results for members with a non-finite
+          entry.
+        """
+        log2_tol = math.log2(tol)
+        l1 = jnp.log2(alg.norm1(a))
+        finite = alg.finite_member(l1)
+        batch = l1.shape
+        zeros = jnp.zeros(batch, jnp.int32)
+        b2, b3 = self.log2_b[0]
+        order1 = (b2 + 2 * l1 <= log2_tol) & (b3 + 3 * l1 <= log2_tol)
+
+        def first():
+            return self.first(a), Path(zeros, zeros), zeros
+
+        def higher():
+            a2 = matmul(a, a)
+            n2 = alg.norm1(a2)
+            l2 = jnp.fmin(jnp.log2(n2), 2 * l1).astype(l1.dtype)
+            index, s = alg.select(self.orders, self.log2_b, l1, l2, log2_tol)
+            refine = jnp.any((s > alg.REFINE_MIN_SQUARINGS) & (2 * l1 - l2 > alg.REFINE_GAP_BITS))
+            s = lax.cond(
+                refine,
+                lambda: alg.refine_squarings(self.orders, self.log2_b, a, a2, l1, l2, s, log2_tol),
+                lambda: s,
+            )
+
+            def unscaled():
+                return lax.switch(index - 1, self.formulas, a, a2), jnp.bool_(False)
+
+            def scaled():
+                x = alg.scale(a, s)
+                # A2 overflowed although A is finite: form it again from the scaled A.
+                redo = jnp.any(~(n2 < jnp.inf) & finite)
+                x2 = lax.cond(redo, lambda: matmul(x, x), lambda: alg.scale(a2, 2 * s))
+                t = lax.switch(index - 1, self.formulas, x, x2)
+                return self._square(t, x, a, s, triangular), redo
+
+            t, redo = lax.cond(jnp.any(s > 0), scaled, unscaled)
+            products = (
+                jnp.asarray(self.products, jnp.int32)[index]
+                + alg.squaring_products(self.family) * s
+                + redo.astype(jnp.int32)
+                + alg.REFINE_PRODUCTS * refine.astype(jnp.int32)
+            )
+            return t, Path(jnp.full(batch, index), s), products
+
+        result, path, products = lax.cond(jnp.all(order1), first, higher)
+        return alg.mask_nonfinite(result, finite), path, products
+
+    def _square(self, t, x, a, s, triangular: bool | None):
+        if self.family != "exp" or triangular is False:
+            return alg.square(self.family, t, x, s)
+        if triangular:
+            return alg.square_triangular(t, a, s)
+        return lax.cond(
+            jnp.all(jnp.tril(a, -1) == 0),
+            lambda: alg.square_triangular(t, a, s),
+            lambda: alg.square(self.family, t, x, s),
+        )
+
+    def evaluate(self, a: jax.Array, path: Path) -> jax.Array:
+        """The polynomial approximant of ``path``: T_m(2^-s A), squared s times.
+
+        This is the function whose derivative the derivative rules take. For upper
+        triangular input ``compute`` may in addition replace the diagonal and
+        superdiagonal by their exact values after each squaring; the derivative is
+        that of the polynomial at the same order and squarings (see docs/design.md).
+        """
+        x = alg.scale(a, path.squarings)
+        branches = [lambda: self.first(x)] + [
+            (lambda f=f: f(x, matmul(x, x))) for f in self.formulas
+        ]
+        t = lax.switch(jnp.max(path.index, initial=0), branches)
+        return alg.square(self.family, t, x, path.squarings)
+
+
+def _log2_b(orders: tuple[int, ...], shift: int, b16: float | None) -> tuple:
+    out = []
+    for m in orders:
+        b = [C.log2_inverse_factorial(p + shift) for p in (m + 1, m + 2)]
+        if m == 15 and b16 is not None:
+            b[0] = b16
+        out.append(tuple(b))
+    return tuple(out)
+
+
+def _opt15(family: str) -> Taylor:
+    shift = FAMILIES.index(family)
+    tay = P.taylor(2, shift)
+    c4, c8, c15, b16 = {
+        "exp": (C.EXP_4, C.EXP_8, C.EXP_15, C.LOG2_B16_EXP),
+        "phi1": (C.PHI1_4, C.PHI1_8, C.PHI1_15, C.LOG2_B16_PHI1),
+    }[family]
+    orders = (1, 2, 4, 8, 15)
+    return Taylor(
+        method="opt15",
+        family=family,
+        orders=orders,
+        products=(0, 1, 2, 3, 4),
+        first=P.linear(tay[0], tay[1]),
+        formulas=(P.quadratic(tay), P.sastre4(c4), P.sastre8(c8), P.sastre15(c15)),
+        log2_b=_log2_b(orders, shift, b16),
+    )
+
+
+def _ps(family: str) -> Taylor:
+    shift = FAMILIES.index(family)
+    orders = (1, 2, 4, 6, 9, 12, 16)
+    tay = P.taylor(1, shift)
+    return Taylor(
+        method="ps",
+        family=family,
+        orders=orders,
+        products=(0, 1, 2, 3, 4, 5, 6),
+        first=P.linear(tay[0], tay[1]),
+        formulas=tuple(P.paterson_stockmeyer(P.taylor(m, shift)) for m in orders[1:]),
+        log2_b=_log2_b(orders, shift, None),
+    )
+
+
+TAYLOR: dict[tuple[str, str], Taylor] = {
+    (method, family): make(family)
+    for method, make in (("opt15", _opt15), ("ps", _ps))
+    for family in FAMILIES
+}
+
+
+# ---------------------------------------------------------------------------------
+# The baseline of Xiao and Liu (ICML 2020, code changyi7231/MEF, ``expm``/``series``):
+# scale so that ||X|| <= 1/2, add Taylor terms t_k = X t_{k-1} / k until
+# ||t_k|| <= tol (one product per term), then square. Their ``series`` (phi1) does
+# not scale; here it scales like ``expm`` and doubles back with the phi1 recurrence,
+# so that large norms stay accurate and the loop stays short.
+
+# The loop stops after this many terms; with the scaled norm <= 1/2 the term then is
+# below 0.5**200 / 200!, far under any representable tolerance.
+BASELINE_MAX_TERMS = 200
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Baseline:
+    """The Taylor loop of Xiao and Liu (2020): sum terms until one is below tol.
+
+    Its path index is the number of terms summed, per member.
+    """
+
+    family: str
+    method: str = "baseline"
+
+    @property
+    def shift(self) -> int:
+        """Taylor coefficients are 1/(k + shift)!."""
+        return FAMILIES.index(self.family)
+
+    def order(self, index: jax.Array) -> jax.Array:
+        """The number of Taylor terms summed."""
+        return index
+
+    def _scaling(self, a1: jax.Array) -> jax.Array:
+        s = jnp.where(a1 > 0.5, jnp.ceil(jnp.log2(a1)) + 1, 0)
+        s = jnp.where(jnp.isfinite(s), s, 0)
+        return jnp.clip(s, 0, alg.max_squarings(a1.dtype)).astype(jnp.int32)
+
+    def _first_term(self, x: jax.Array) -> jax.Array:
+        return x / (1 + self.shift)
+
+    def _next_term(self, x: jax.Array, t: jax.Array, j) -> jax.Array:
+        """Term j + 1 from term j."""
+        return matmul(x, t) / (j + 1 + self.shift).astype(x.dtype)
+
+    def compute(self, a: jax.Array, tol: float, triangular: bool | None = None):
+        """Sum terms until each member's last is below tol; see ``Taylor.compute``.
+
+        ``triangular`` is ignored: the baseline reproduces the published loop.
+        """
+        del triangular
+        a1 = alg.norm1(a)
+        finite = alg.finite_member(a1)
+        s = self._scaling(a1)
+        x = alg.scale(a, s)
+        t = self._first_term(x)
+        active = alg.norm1(t) > tol
+
+        def cond(carry):
+            _, _, active, _, j = carry
+            return jnp.any(active) & (j <= BASELINE_MAX_TERMS)
+
+        def body(carry):
+            total, t, active, terms, j = carry
+            total = total + jnp.where(active[..., None, None], t, 0)
+            terms = terms + active.astype(terms.dtype)
+            t = self._next_term(x, t, j)
+            active = active & (alg.norm1(t) > tol)
+            return total, t, active, terms, j + 1
+
+        init = (alg.identity_like(a), t, active, jnp.zeros(a1.shape, jnp.int32), jnp.int32(1))
+        total, _, _, terms, _ = lax.while_loop(cond, body, init)
+        result = alg.square(self.family, total, x, s)
+        products = terms + alg.squaring_products(self.family) * s
+        return alg.mask_nonfinite(result, finite), Path(terms, s), products
+
+    def evaluate(self, a: jax.Array, path: Path) -> jax.Array:
+        """The sum ``compute`` formed, for given per-member terms and squarings."""
+        terms, s = path
+        x = alg.scale(a, s)
+
+        def body(j, carry):
+            total, t = carry
+            total = total + jnp.where((j <= terms)[..., None, None], t, 0)
+            return total, self._next_term(x, t, j)
+
+        init = (alg.identity_like(a), self._first_term(x))
+        total, _ = lax.fori_loop(1, jnp.max(terms, initial=0) + 1, body, init)
+        return alg.square(self.family, total, x, s)
+
+
+Approximant = Taylor | Baseline
+
+#: Every (method, family) pair, built once.
+APPROXIMANTS: dict[tuple[str, str], Approximant] = {
+    **TAYLOR,
+    **{("baseline", family): Baseline(family) for family in FAMILIES},
+}
