@@ -159,7 +159,8 @@ class Taylor:
         This is the function whose derivative the derivative rules take. For upper
         triangular input ``compute`` may in addition replace the diagonal and
         superdiagonal by their exact values after each squaring; the derivative is
-        that of the polynomial at the same order and squarings (see docs/design.md).
+        that of the polynomial at the same order and squarings: the recomputation is
+        not differentiated (its adjoint would need every squaring stored or replayed).
         """
         x = alg.scale(a, path.squarings)
         branches = [lambda: self.first(x)] + [
