@@ -4,9 +4,10 @@ The pieces the approximants of _approximants.py are made of: 1-norms, exact scal
 by powers of two, the choice of order and squarings from norms, the refinement of the
 squarings for strongly non-normal input, and the squaring loops.
 
-Selection rule (the authors' rule of [S25] (sources in _coefficients.py), generalised to any tol; the README's "How
-it works" states it for users): with log2 norms l1 = log2||A||_1 and
-l2 = log2||A2||_1, order m passes when both first neglected terms are below tol,
+Selection rule (the authors' rule of [S25], whose sources _coefficients.py lists,
+generalised to any tol; the README's "How it works" states it for users): with log2
+norms l1 = log2||A||_1 and l2 = log2||A2||_1, order m passes when both first
+neglected terms are below tol,
 log2 b_p + (p // 2) l2 + (p % 2) l1 <= log2 tol for p = m + 1, m + 2. Order 1 is
 tried first from ||A|| alone, before A2 is formed. When the top order fails,
 s = max_p ceil((log2 b_p + ... - log2 tol) / p).
