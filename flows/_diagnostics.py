@@ -41,7 +41,7 @@ def _collect(model: Glow, x: jax.Array) -> dict[str, tuple[jax.Array, jax.Array]
 
     def visit(step: FlowStep, h: jax.Array) -> None:
         conv = step.conv
-        if conv.method not in ("opt15", "ps", "baseline"):
+        if conv.method not in jexpm.METHODS:
             return
         info = jexpm.expm(conv.weight[...], method=conv.method, tol=conv.tol, return_info=True)[1]
         found["1x1 conv"].append(info)

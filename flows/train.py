@@ -39,6 +39,8 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import jexpm
+
 from . import _diagnostics, _plotting, configs, input_pipeline
 from ._glow import Glow, dequantize, to_uint8
 
@@ -414,7 +416,7 @@ def _restore(checkpoints, abstract: State, sharding) -> State:
 
 
 def _log_expm_statistics(graphdef, params, images, config, workdir: Path, step: int) -> None:
-    if config.expm_method not in ("opt15", "ps", "baseline"):
+    if config.expm_method not in jexpm.METHODS:
         return
     model = nnx.merge(graphdef, params)
     x = _dequantize_init(jnp.asarray(images), config.seed)
