@@ -1,10 +1,10 @@
 """Accuracy of jexpm against high-precision mpmath references, with scipy as the yardstick.
 
-The float64 criterion (SPEC 4: scipy.linalg.expm is the accuracy reference): on every
-hard matrix of the catalogue, the normwise relative error (1-norm) of the library's
-methods ("opt15", "ps") against the mpmath exponential must be within
-10 x max(scipy's own error, u), u = 2**-53, and the result must be finite wherever the
-true exponential is.
+The float64 criterion (scipy.linalg.expm, the Al-Mohy and Higham 2009 algorithm, is the
+accuracy reference): on every hard matrix of the catalogue, the normwise relative error
+(1-norm) of the library's methods ("opt15", "ps") against the mpmath exponential must be
+within 10 x max(scipy's own error, u), u = 2**-53, and the result must be finite wherever
+the true exponential is.
 
 ``method="baseline"`` reproduces Xiao and Liu's loop, whose norm-only scaling
 overscales badly scaled and non-normal matrices; it is held to being a faithful

@@ -1,10 +1,12 @@
-"""The coefficient tables and evaluation formulas, against the Taylor series (SPEC 1.1-1.3).
+"""The coefficient tables and evaluation formulas, against the Taylor series.
 
-The published tables of SPEC 1.2 are typed in here independently of jexpm/_coefficients.py,
-expanded symbolically (mpmath at 50 digits, plain polynomial arithmetic) and compared with
-1/k! (exp) and 1/(k+1)! (phi1). The implementation is then read off directly: a polynomial
-p evaluated at the nilpotent shift matrix J has its coefficients p_k on row 0 (J^k has ones
-on the k-th superdiagonal), so each formula of jexpm._approximants is checked as it is executed.
+The tables published by Sastre (LAA 2018) and Sastre et al. (arXiv:2512.20777, 2025, with
+the authors' code hipersc/MatrixFunctions) are typed in here independently of
+jexpm/_coefficients.py, expanded symbolically (mpmath at 50 digits, plain polynomial
+arithmetic) and compared with 1/k! (exp) and 1/(k+1)! (phi1). The implementation is then
+read off directly: a polynomial p evaluated at the nilpotent shift matrix J has its
+coefficients p_k on row 0 (J^k has ones on the k-th superdiagonal), so each formula of
+jexpm._approximants is checked as it is executed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from jexpm._approximants import TAYLOR
 DPS = 50
 
 # ---------------------------------------------------------------------------------
-# SPEC 1.2, typed in as published (decimal strings, c1 first).
+# Typed in as published (Sastre 2018; Sastre et al. 2025 and their code): decimal strings,
+# c1 first.
 
 PUB_EXP_4 = ["1", "1", "1/2", "1/3", "1/4"]
 PUB_PHI1_4 = ["1", "1/2", "1/6", "1/4", "1/5"]
@@ -51,7 +54,7 @@ PUB_PHI1_15 = [
     "3.134311599789341", "-6.535520701550694e-02", "5.711871755550578",
     "-1.928484398466562e+01", "1.116706435878065e-01", "0.5", "1",
 ]  # fmt: skip
-# The published phi1 15+ set with c10's sign flipped (SPEC 1.2).
+# The published phi1 15+ set with c10's sign flipped (published with the wrong sign).
 PUB_PHI1_15_FIXED = [*PUB_PHI1_15[:9], "-" + PUB_PHI1_15[9], *PUB_PHI1_15[10:]]
 PUB_EXP_16 = "2.608368698098256e-14"  # degree-16 coefficient of exp's 15+
 PUB_LOG2_B16_EXP = -45.38856141351141
@@ -105,7 +108,7 @@ def _poly_A2():
 
 
 def expand4(c):
-    """T = ((c5 A2 + A) c4 + I)(c3 A2) + c2 A + c1 I  (SPEC 1.2, with c1 = 1 = I)."""
+    """T = ((c5 A2 + A) c4 + I)(c3 A2) + c2 A + c1 I  (Sastre et al. 2025; c1 = 1 = I)."""
     c1, c2, c3, c4, c5 = (_mp(x) for x in c)
     eye, A, A2 = _poly_I(), _poly_A(), _poly_A2()
     left = _add(_sc(c4, _add(_sc(c5, A2), A)), eye)
@@ -185,13 +188,13 @@ def test_published_phi1_15_is_wrong_and_sign_of_c10_fixes_it():
         fixed_poly = expand15(PUB_PHI1_15_FIXED)
         fixed = rel_errors(fixed_poly, 15, 1)
         log2_b16 = float(mpmath.log(abs(fixed_poly[16] - taylor_mp(16, 1)), 2))
-    # As published: some coefficients off by more than 100% (SPEC: up to 157%).
+    # As published: some coefficients off by more than 100% (worst: 157%).
     assert max(published) > 1.0
     assert round(max(published), 2) == 1.57, published
     assert int(np.argmax(published)) == 5
     # Degrees 0..3 and 13..15 do not involve c10 and are right either way.
     assert max(published[:4] + published[13:]) < 1e-15
-    # With c10's sign flipped every degree 0..15 matches 1/(k+1)! (SPEC: to 4e-16).
+    # With c10's sign flipped every degree 0..15 matches 1/(k+1)! (to 4e-16).
     assert max(fixed) < 4e-16, fixed
     assert log2_b16 == pytest.approx(C.LOG2_B16_PHI1, abs=1e-12)
 
@@ -287,9 +290,10 @@ def test_implemented_formulas_are_taylor(key):
 
 
 # ---------------------------------------------------------------------------------
-# SPEC 1.3 thresholds at tol = 1e-8 (worst case ||A^k|| = ||A||^k).
+# Order thresholds theta_m at tol = 1e-8, the tolerance Sastre et al. (2025) fix, to the
+# digits given (worst case ||A^k|| = ||A||^k).
 
-SPEC_THRESHOLDS_1E8 = {
+THRESHOLDS_1E8 = {
     "opt15": {1: "1.4e-4", 2: "3.9e-3", 4: "6.5e-2", 8: "0.54", 15: "2.26"},
     "ps": {6: "0.24", 9: "0.72", 12: "1.37", 16: "2.43"},
 }
@@ -310,9 +314,9 @@ def _half_ulp_of_printed(text: str) -> float:
 
 
 @pytest.mark.parametrize("method", ["opt15", "ps"])
-def test_spec_thresholds_at_1e8(method):
+def test_thresholds_at_1e8(method):
     scheme = TAYLOR[method, "exp"]
-    for m, printed in SPEC_THRESHOLDS_1E8[method].items():
+    for m, printed in THRESHOLDS_1E8[method].items():
         value = theta(scheme, scheme.orders.index(m), 1e-8)
         assert abs(value - float(printed)) <= _half_ulp_of_printed(printed), (method, m, value)
     # Thresholds increase with the order (cheapest first is the right search order).
@@ -321,9 +325,10 @@ def test_spec_thresholds_at_1e8(method):
 
 
 # ---------------------------------------------------------------------------------
-# SPEC 1.1 product counts.
+# Matrix products per order, A2 included: opt15 as in Sastre et al. (2025), ps the
+# Paterson-Stockmeyer counts.
 
-SPEC_PRODUCTS = {
+PRODUCTS = {
     "opt15": {1: 0, 2: 1, 4: 2, 8: 3, 15: 4},
     "ps": {1: 0, 2: 1, 4: 2, 6: 3, 9: 4, 12: 5, 16: 6},
 }
@@ -334,7 +339,7 @@ def test_product_counts_by_counting(key, monkeypatch):
     """Count the matmul calls each formula makes (plus A2 for orders >= 2)."""
     method, _ = key
     scheme = TAYLOR[key]
-    assert dict(zip(scheme.orders, scheme.products, strict=True)) == SPEC_PRODUCTS[method]
+    assert dict(zip(scheme.orders, scheme.products, strict=True)) == PRODUCTS[method]
     calls = []
     real = P.matmul
 
@@ -353,11 +358,11 @@ def test_product_counts_by_counting(key, monkeypatch):
         else:
             scheme.formulas[i - 1](a, a2)
             counted = len(calls) + 1  # A2
-        assert counted == SPEC_PRODUCTS[method][m], (key, m, counted)
+        assert counted == PRODUCTS[method][m], (key, m, counted)
 
 
 def test_opt15_reaches_higher_degree_than_ps_at_equal_cost():
-    """SPEC 1.1: with 4 products PS reaches degree 9, the new scheme 15."""
+    """With 4 products PS reaches degree 9, opt15 degree 15 (Sastre et al. 2025)."""
     opt = TAYLOR["opt15", "exp"]
     ps = TAYLOR["ps", "exp"]
     assert ps.orders[ps.products.index(4)] == 9
@@ -366,7 +371,7 @@ def test_opt15_reaches_higher_degree_than_ps_at_equal_cost():
 
 @pytest.mark.parametrize("method", ["opt15", "ps"])
 def test_product_counts_reported_by_expm(method):
-    """Through the public API: products = SPEC 1.1 count + s, one call per order."""
+    """Through the public API: products = PRODUCTS count + s, one call per order."""
     scheme = TAYLOR[method, "exp"]
     with jax.enable_x64(True):
         for i, m in enumerate(scheme.orders):
@@ -376,4 +381,4 @@ def test_product_counts_reported_by_expm(method):
             _, info = jexpm.expm(a, tol=1e-8, method=method, return_info=True)
             assert int(info.order) == m
             assert int(info.squarings) == 0
-            assert int(info.products) == SPEC_PRODUCTS[method][m]
+            assert int(info.products) == PRODUCTS[method][m]
