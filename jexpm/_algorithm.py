@@ -15,6 +15,8 @@ s = max_p ceil((log2 b_p + ... - log2 tol) / p).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -158,43 +160,151 @@ def square(family: str, t: jax.Array, x: jax.Array, s: jax.Array) -> jax.Array:
     return lax.fori_loop(0, jnp.max(s, initial=0), body_phi1, (t, x))[0]
 
 
+# sinh(h)/h = sum_k h^(2k) / (2k + 1)! for |h| < 1, to k = 9 (the next term is below
+# 1/21! < 2e-20). As a polynomial its derivatives of every order are as accurate as its
+# value; those of sinh(h)/h cancel catastrophically for small h.
+_SINHC = tuple(1 / math.factorial(2 * k + 1) for k in range(10))
+
+
 def _exp_divided_difference(a: jax.Array, c: jax.Array) -> jax.Array:
-    """(e^c - e^a) / (c - a), accurate when c is close to a and free of sinh overflow."""
+    """(e^c - e^a) / (c - a), accurate when c is close to a and free of sinh overflow.
+
+    Every branch is finite wherever it is not selected, so derivatives stay finite too.
+    """
     h = (c - a) / 2
     close = jnp.abs(h) < 1
-    h_close = jnp.where(close, h, 1)
-    sinhc = jnp.where(h == 0, 1, jnp.sinh(h_close) / h_close)
+    h2 = jnp.where(close, h * h, 0)
+    sinhc = _SINHC[-1]
+    for coefficient in _SINHC[-2::-1]:
+        sinhc = sinhc * h2 + coefficient
     far = (jnp.exp(c) - jnp.exp(a)) / jnp.where(close, 1, c - a)
     return jnp.where(close, jnp.exp((a + c) / 2) * sinhc, far)
 
 
-def square_triangular(t: jax.Array, a: jax.Array, s: jax.Array) -> jax.Array:
-    """Squaring for upper triangular ``a``, recomputing the diagonal and superdiagonal.
+def triangular_values(a: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The exact diagonal and superdiagonal of exp(2^-k A) for upper triangular A.
 
-    After each squaring the current matrix approximates exp(2^-k A); its diagonal is
-    set to exp(2^-k a_ii) and its superdiagonal to the exact 2x2-block value
+    Diagonal: exp(2^-k a_ii). Superdiagonal: the 2x2-block value
     2^-k a_{i,i+1} (e^(2^-k a_{i+1,i+1}) - e^(2^-k a_ii)) / (2^-k (a_{i+1,i+1} - a_ii)).
-    This removes the error that overscaling would otherwise amplify (Al-Mohy and
-    Higham, SIAM J. Matrix Anal. Appl. 31(3), 2009, section 2.3 and Code Fragment 2.1).
+    Only the diagonal and superdiagonal of ``a`` are read.
     """
-    n = a.shape[-1]
-    i = jnp.arange(n)
-    diag = jnp.diagonal(a, axis1=-2, axis2=-1)
-    sup = jnp.diagonal(a, offset=1, axis1=-2, axis2=-1)
+    diag = scale(jnp.diagonal(a, axis1=-2, axis2=-1), k, core_ndim=1)
+    sup = scale(jnp.diagonal(a, offset=1, axis1=-2, axis2=-1), k, core_ndim=1)
+    return jnp.exp(diag), sup * _exp_divided_difference(diag[..., :-1], diag[..., 1:])
 
-    def exact(x, k):
-        d = scale(diag, k, core_ndim=1)
-        x = x.at[..., i, i].set(jnp.exp(d))
-        b = scale(sup, k, core_ndim=1)
-        return x.at[..., i[:-1], i[1:]].set(b * _exp_divided_difference(d[..., :-1], d[..., 1:]))
 
-    batched = s.ndim > 0
+# The band squaring below also runs on block matrices [[A, E], [0, A]], nested
+# ``depth`` times, which is how the derivative rules of _derivatives.py reach every
+# order: a function f that maps each such block to [[f(A), Df(A)[E]], [0, f(A)]] has
+# its derivatives in its top-right blocks. The band of a block matrix is then the band
+# of each n x n block of its upper block triangle, and its exact values are those of
+# the depth below and their derivative along E.
 
-    def body(j, x):
-        new = exact(matmul(x, x), s - j - 1)
-        return jnp.where((j < s)[..., None, None], new, x) if batched else new
 
-    return lax.fori_loop(0, jnp.max(s, initial=0), body, exact(t, s))
+def block_upper(a: jax.Array, e: jax.Array) -> jax.Array:
+    """[[A, E], [0, A]]."""
+    zero = jnp.zeros_like(a)
+    top = jnp.concatenate([a, e], axis=-1)
+    return jnp.concatenate([top, jnp.concatenate([zero, a], axis=-1)], axis=-2)
+
+
+def _nested_mask(size: int, depth: int, base) -> np.ndarray:
+    if depth == 0:
+        return base(size)
+    inner = _nested_mask(size // 2, depth - 1, base)
+    return np.block([[inner, inner], [np.zeros_like(inner), inner]])
+
+
+def _band(n: int) -> np.ndarray:
+    return np.eye(n, dtype=bool) | np.eye(n, k=1, dtype=bool)
+
+
+def band_mask(size: int, depth: int) -> np.ndarray:
+    """Where ``square_triangular`` sets exact values: the diagonal and superdiagonal."""
+    return _nested_mask(size, depth, _band)
+
+
+def upper_mask(size: int, depth: int) -> np.ndarray:
+    """The upper triangle (of every block of the upper block triangle at ``depth``)."""
+    return _nested_mask(size, depth, lambda n: np.triu(np.ones((n, n), bool)))
+
+
+def band_values(a: jax.Array, k: jax.Array, depth: int = 0) -> jax.Array:
+    """The exact band of exp(2^-k A) as a matrix (zero off the band), nested ``depth`` times."""
+    if depth == 0:
+        diag, sup = triangular_values(a, k)
+        i = np.arange(a.shape[-1])
+        return jnp.zeros_like(a).at[..., i, i].set(diag).at[..., i[:-1], i[1:]].set(sup)
+    n = a.shape[-1] // 2
+    inner, tangent = jax.jvp(
+        lambda x: band_values(x, k, depth - 1), (a[..., :n, :n],), (a[..., :n, n:],)
+    )
+    return block_upper(inner, tangent)
+
+
+def _member(mask: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
+    return jnp.where(mask[..., None, None], new, old)
+
+
+def where_entries(mask: np.ndarray, new, old: jax.Array) -> jax.Array:
+    """``new`` at the entries where the (n, n) ``mask`` is set, ``old`` elsewhere."""
+    return jnp.where(np.broadcast_to(mask, old.shape), new, old)
+
+
+def _triangular_step(a: jax.Array, s: jax.Array, depth: int):
+    """X_{j+1} = X_j X_j with the exact band of exp(2^-(s-j-1) A), for members with j < s."""
+    band = band_mask(a.shape[-1], depth)
+
+    def step(j, x):
+        new = where_entries(band, band_values(a, s - j - 1, depth), matmul(x, x))
+        return _member(j < s, new, x)
+
+    return step
+
+
+def square_triangular(t: jax.Array, a: jax.Array, s: jax.Array, depth: int = 0) -> jax.Array:
+    """Squaring that recomputes the diagonal and superdiagonal of upper triangular ``a``.
+
+    X_0 = T with the exact band of exp(2^-s A); X_{j+1} = X_j X_j with the exact band of
+    exp(2^-(s-j-1) A) (``band_values``). This removes the error that overscaling would
+    otherwise amplify (Al-Mohy and Higham, SIAM J. Matrix Anal. Appl. 31(3), 2009,
+    section 2.3 and Code Fragment 2.1).
+    """
+    x0 = where_entries(band_mask(a.shape[-1], depth), band_values(a, s, depth), t)
+    return lax.fori_loop(0, jnp.max(s, initial=0), _triangular_step(a, s, depth), x0)
+
+
+def square_triangular_transpose(
+    t: jax.Array, a: jax.Array, s: jax.Array, depth: int, g: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The transpose of the tangent of ``square_triangular`` at (t, a), applied to ``g``.
+
+    Returns (g_t, g_a): the cotangents of T and of A (through the exact band). The
+    squarings run backwards; each X_j is recomputed from X_0 rather than stored, so
+    memory stays that of a few matrices while the products grow as s^2 / 2.
+    """
+    band = band_mask(a.shape[-1], depth)
+    step = _triangular_step(a, s, depth)
+    x0 = where_entries(band, band_values(a, s, depth), t)
+
+    def through_band(g, k, active):
+        """(cotangent of A from the band set at scale k, g with that band removed)."""
+        _, pullback = jax.vjp(lambda a: band_values(a, k, depth), a)
+        (g_a,) = pullback(where_entries(band, g, jnp.zeros_like(g)))
+        return _member(active, g_a, jnp.zeros_like(g_a)), where_entries(band, 0, g)
+
+    def body(i, carry):
+        g, g_a = carry
+        j = jnp.max(s, initial=0) - 1 - i
+        active = j < s
+        x = lax.fori_loop(0, j, step, x0)
+        da, h = through_band(g, jnp.maximum(s - j - 1, 0), active)
+        xt = jnp.swapaxes(x, -1, -2)
+        return _member(active, matmul(h, xt) + matmul(xt, h), g), g_a + da
+
+    g, g_a = lax.fori_loop(0, jnp.max(s, initial=0), body, (g, jnp.zeros_like(a)))
+    da, g_t = through_band(g, s, jnp.ones(s.shape, bool))
+    return g_t, g_a + da
 
 
 def squaring_products(family: str) -> int:

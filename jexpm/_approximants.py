@@ -3,9 +3,10 @@
 An approximant of a family (``exp``: sum A^k/k!, ``phi1``: sum A^k/(k+1)!) offers
   * ``compute(a, tol, triangular)``: choose, on device, a :class:`Path` (order
     index and squarings per member) from norms of A, evaluate it, and count products;
-  * ``evaluate(a, path)``: the same function of A for a given path (the derivative
-    rules of _derivatives.py differentiate exactly this, so that the derivative is
-    that of the approximant ``compute`` returned);
+  * ``evaluate(a, path, depth)``: the same function of A for a given path (the
+    derivative rules of _derivatives.py differentiate exactly this, so that the
+    derivative is that of the approximant ``compute`` returned);
+  * ``transpose(a, g, path, depth)``: the transpose of that derivative, applied to g;
   * ``order(index)``: the Taylor order (or number of terms) an index stands for.
 
 ``Taylor`` covers ``opt15`` (the Sastre formulas) and ``ps`` (Paterson-Stockmeyer):
@@ -39,10 +40,26 @@ class Path(NamedTuple):
       index: int32 order index (``Taylor``: into ``orders``; ``Baseline``: the
         number of Taylor terms summed).
       squarings: int32 number of squarings s.
+      triangular: bool, True where the squarings recomputed the diagonal and
+        superdiagonal exactly (``square_triangular`` of _algorithm.py).
     """
 
     index: jax.Array
     squarings: jax.Array
+    triangular: jax.Array
+
+
+def _transpose(x: jax.Array) -> jax.Array:
+    return jnp.swapaxes(x, -1, -2)
+
+
+def polynomial_transpose(evaluate: Callable[[jax.Array], jax.Array], a, g) -> jax.Array:
+    """The transpose of E -> L(A, E) for a polynomial with real coefficients, at G.
+
+    Under JAX's pairing sum_ij X_ij Y_ij it is G -> L(A^T, G) = L(A, G^T)^T, one more
+    forward Frechet evaluation at A itself.
+    """
+    return _transpose(jax.jvp(evaluate, (a,), (_transpose(g),))[1])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -105,7 +122,7 @@ class Taylor:
         order1 = (b2 + 2 * l1 <= log2_tol) & (b3 + 3 * l1 <= log2_tol)
 
         def first():
-            return self.first(a), Path(zeros, zeros), zeros
+            return self.first(a), Path(zeros, zeros, zeros.astype(bool)), zeros
 
         def higher():
             a2 = matmul(a, a)
@@ -120,7 +137,11 @@ class Taylor:
             )
 
             def unscaled():
-                return lax.switch(index - 1, self.formulas, a, a2), jnp.bool_(False)
+                return (
+                    lax.switch(index - 1, self.formulas, a, a2),
+                    jnp.bool_(False),
+                    jnp.bool_(False),
+                )
 
             def scaled():
                 x = alg.scale(a, s)
@@ -128,46 +149,109 @@ class Taylor:
                 redo = jnp.any(~(n2 < jnp.inf) & finite)
                 x2 = lax.cond(redo, lambda: matmul(x, x), lambda: alg.scale(a2, 2 * s))
                 t = lax.switch(index - 1, self.formulas, x, x2)
-                return self._square(t, x, a, s, triangular), redo
+                return *self._square(t, x, a, s, triangular), redo
 
-            t, redo = lax.cond(jnp.any(s > 0), scaled, unscaled)
+            t, banded, redo = lax.cond(jnp.any(s > 0), scaled, unscaled)
             products = (
                 jnp.asarray(self.products, jnp.int32)[index]
                 + alg.squaring_products(self.family) * s
                 + redo.astype(jnp.int32)
                 + alg.REFINE_PRODUCTS * refine.astype(jnp.int32)
             )
-            return t, Path(jnp.full(batch, index), s), products
+            path = Path(jnp.full(batch, index), s, jnp.full(batch, banded))
+            return t, path, products
 
         result, path, products = lax.cond(jnp.all(order1), first, higher)
         return alg.mask_nonfinite(result, finite), path, products
 
+    @property
+    def squares_triangular(self) -> bool:
+        """Whether ``compute`` may take the triangular squaring (exp only)."""
+        return self.family == "exp"
+
     def _square(self, t, x, a, s, triangular: bool | None):
-        if self.family != "exp" or triangular is False:
-            return alg.square(self.family, t, x, s)
+        """(squared result, whether the triangular band was recomputed)."""
+        if not self.squares_triangular or triangular is False:
+            return alg.square(self.family, t, x, s), jnp.bool_(False)
         if triangular:
-            return alg.square_triangular(t, a, s)
+            return alg.square_triangular(t, a, s), jnp.bool_(True)
         return lax.cond(
             jnp.all(jnp.tril(a, -1) == 0),
-            lambda: alg.square_triangular(t, a, s),
-            lambda: alg.square(self.family, t, x, s),
+            lambda: (alg.square_triangular(t, a, s), jnp.bool_(True)),
+            lambda: (alg.square(self.family, t, x, s), jnp.bool_(False)),
         )
 
-    def evaluate(self, a: jax.Array, path: Path) -> jax.Array:
-        """The polynomial approximant of ``path``: T_m(2^-s A), squared s times.
-
-        This is the function whose derivative the derivative rules take. For upper
-        triangular input ``compute`` may in addition replace the diagonal and
-        superdiagonal by their exact values after each squaring; the derivative is
-        that of the polynomial at the same order and squarings: the recomputation is
-        not differentiated (its adjoint would need every squaring stored or replayed).
-        """
-        x = alg.scale(a, path.squarings)
+    def polynomial(self, x: jax.Array, index: jax.Array) -> jax.Array:
+        """T_m(X) for the order of ``index`` (the largest over the batch)."""
         branches = [lambda: self.first(x)] + [
             (lambda f=f: f(x, matmul(x, x))) for f in self.formulas
         ]
-        t = lax.switch(jnp.max(path.index, initial=0), branches)
-        return alg.square(self.family, t, x, path.squarings)
+        return lax.switch(jnp.max(index, initial=0), branches)
+
+    def _plain(self, a: jax.Array, path: Path) -> jax.Array:
+        """T_m(2^-s A), squared s times: a polynomial in A."""
+        x = alg.scale(a, path.squarings)
+        return alg.square(self.family, self.polynomial(x, path.index), x, path.squarings)
+
+    def evaluate(self, a: jax.Array, path: Path, depth: int = 0) -> jax.Array:
+        """The approximant of ``path`` as a function of A, which the derivative rules differentiate.
+
+        On plain paths it is T_m(2^-s A) squared s times. On ``triangular`` paths
+        ``compute`` also recomputed the band exactly after every squaring, a function
+        fb of the upper triangle only; off upper triangular input the polynomial P of
+        the same order and squarings carries on: f(A) = fb(U) + P(A) - P(U), U the
+        upper triangle of A. f is the computed value at the computed point, its
+        derivative along upper triangular directions is that of fb, and along the
+        others that of P, an approximation of the exponential's own.
+
+        ``depth`` > 0 evaluates the same function on nested block matrices
+        [[A, E], [0, A]] (see _algorithm.py), for the derivative rules.
+        """
+
+        def plain():
+            return self._plain(a, path)
+
+        if not self.squares_triangular:
+            return plain()
+
+        def banded():
+            upper = alg.where_entries(alg.upper_mask(a.shape[-1], depth), a, jnp.zeros_like(a))
+            x = alg.scale(upper, path.squarings)
+            t = self.polynomial(x, path.index)
+            exact = alg.square_triangular(t, upper, path.squarings, depth)
+            change = exact - alg.square(self.family, t, x, path.squarings)
+            return plain() + jnp.where(path.triangular[..., None, None], change, 0)
+
+        # Each branch forms its own result, so that none is live across the other.
+        return lax.cond(jnp.any(path.triangular), banded, plain)
+
+    def transpose(self, a: jax.Array, g: jax.Array, path: Path, depth: int = 0) -> jax.Array:
+        """The transpose of the tangent of ``evaluate`` at ``a``, applied to ``g``.
+
+        The polynomial part by ``polynomial_transpose``; the band part by running the
+        squarings backwards (``square_triangular_transpose``).
+        """
+
+        def plain():
+            return polynomial_transpose(lambda x: self._plain(x, path), a, g)
+
+        if not self.squares_triangular:
+            return plain()
+
+        def banded():
+            mask = alg.upper_mask(a.shape[-1], depth)
+            upper = alg.where_entries(mask, a, jnp.zeros_like(a))
+            s = path.squarings
+            x = alg.scale(upper, s)
+            t = self.polynomial(x, path.index)
+            g_t, g_a = alg.square_triangular_transpose(t, upper, s, depth, g)
+            g_x = polynomial_transpose(lambda x: self.polynomial(x, path.index), x, g_t)
+            exact = g_a + alg.scale(g_x, s)
+            change = exact - polynomial_transpose(lambda x: self._plain(x, path), upper, g)
+            change = alg.where_entries(mask, change, jnp.zeros_like(change))
+            return plain() + jnp.where(path.triangular[..., None, None], change, 0)
+
+        return lax.cond(jnp.any(path.triangular), banded, plain)
 
 
 def _log2_b(orders: tuple[int, ...], shift: int, b16: float | None) -> tuple:
@@ -242,6 +326,8 @@ class Baseline:
 
     family: str
     method: str = "baseline"
+    #: The published loop squares plainly.
+    squares_triangular = False
 
     @property
     def shift(self) -> int:
@@ -293,11 +379,16 @@ class Baseline:
         total, _, _, terms, _ = lax.while_loop(cond, body, init)
         result = alg.square(self.family, total, x, s)
         products = terms + alg.squaring_products(self.family) * s
-        return alg.mask_nonfinite(result, finite), Path(terms, s), products
+        path = Path(terms, s, jnp.zeros(s.shape, bool))
+        return alg.mask_nonfinite(result, finite), path, products
 
-    def evaluate(self, a: jax.Array, path: Path) -> jax.Array:
-        """The sum ``compute`` formed, for given per-member terms and squarings."""
-        terms, s = path
+    def evaluate(self, a: jax.Array, path: Path, depth: int = 0) -> jax.Array:
+        """The sum ``compute`` formed, for given per-member terms and squarings.
+
+        A polynomial in A, so the same function on the block matrices of any ``depth``.
+        """
+        del depth
+        terms, s, _ = path
         x = alg.scale(a, s)
 
         def body(j, carry):
@@ -308,6 +399,10 @@ class Baseline:
         init = (alg.identity_like(a), self._first_term(x))
         total, _ = lax.fori_loop(1, jnp.max(terms, initial=0) + 1, body, init)
         return alg.square(self.family, total, x, s)
+
+    def transpose(self, a: jax.Array, g: jax.Array, path: Path, depth: int = 0) -> jax.Array:
+        """The transpose of the tangent of ``evaluate`` at ``a``, applied to ``g``."""
+        return polynomial_transpose(lambda x: self.evaluate(x, path, depth), a, g)
 
 
 Approximant = Taylor | Baseline

@@ -11,17 +11,21 @@ Two differentiable operations, each with its rules written out below:
   the batched call costs (one order for the batch, squarings per member) instead of
   running every branch for every member.
 
-``frechet(a, e, path)``
-  the primitive ``jexpm_frechet``, linear in ``e``, evaluated forward while carrying
-  the direction (``jax.jvp`` through the path's evaluation: nothing is stored per
-  squaring). Its rules:
-  * transpose: for a polynomial p with real coefficients the transpose of
-    E -> L_p(A, E) under JAX's pairing sum_ij X_ij Y_ij is G -> L_p(A^T, G) =
-    L_p(A, G^T)^T, and every path's function is such a polynomial. So the reverse pass
-    is one more forward Frechet evaluation at A: memory does not grow with s;
-  * jvp: the block identity p([[A, E], [0, A]]) = [[p(A), L_p(A, E)], [0, p(A)]] makes
-    the derivative of L_p(A, E) in (A, E) the top-right block of a Frechet derivative
-    of twice the size, at the same path, so every order of derivative, in either mode,
+``frechet(a, e, path, depth=0, transposed=False)``
+  the primitive ``jexpm_frechet``, linear in ``e``: the derivative L(A, E) of the
+  path's function (``approximant.evaluate``), or with ``transposed`` its transpose
+  L*(A, G) (``approximant.transpose``). Both run forward: the derivative carries the
+  direction through the evaluation (``jax.jvp``), and for a polynomial with real
+  coefficients the transpose under JAX's pairing sum_ij X_ij Y_ij is
+  L*(A, G) = L(A^T, G) = L(A, G^T)^T, one more forward evaluation, so reverse mode
+  stores nothing per squaring. (Paths that recomputed the triangular band exactly are
+  not polynomials; their transpose replays the squarings backwards.) Its rules:
+  * transpose: ``transposed`` flips, at the same point;
+  * jvp: every path's function f maps the block matrix [[A, E], [0, A]] to
+    [[f(A), L(A, E)], [0, f(A)]] (``depth`` counts the nesting), so the derivative
+    of L(A, E) in (A, E) is the top-right block of L at ([[A, dA], [0, A]],
+    [[E, dE], [0, E]]), and that of L*(A, G) the sum of the diagonal blocks of L* at
+    ([[A, dA], [0, A]], [[dG, G], [0, 0]]): every order of derivative, in either mode,
     is again this primitive;
   * batching: the mapped axis becomes one more batch dimension.
 """
@@ -164,76 +168,201 @@ def _integer_tangent(x: jax.Array) -> np.ndarray:
 # The Frechet derivative as a primitive: implementation, jvp, transpose, batching
 
 
-def _transpose(x: jax.Array) -> jax.Array:
-    return jnp.swapaxes(x, -1, -2)
-
-
-def _block(a: jax.Array, e: jax.Array) -> jax.Array:
-    """[[A, E], [0, A]]."""
-    zero = jnp.zeros_like(a)
-    return jnp.concatenate(
-        [jnp.concatenate([a, e], axis=-1), jnp.concatenate([zero, a], axis=-1)], axis=-2
-    )
-
-
 frechet_p = Primitive("jexpm_frechet")
 
 
-def frechet(approximant: Approximant, max_squarings, a, e, path: Path) -> jax.Array:
-    """L(a, e): the derivative of ``approximant.evaluate(., path)`` at ``a`` along ``e``."""
-    return frechet_p.bind(a, e, *path, approximant=approximant, max_squarings=max_squarings)
+def frechet(
+    approximant: Approximant,
+    max_squarings,
+    a,
+    e,
+    path: Path,
+    *,
+    depth: int = 0,
+    transposed: bool = False,
+) -> jax.Array:
+    """L(a, e), the derivative of ``approximant.evaluate(., path, depth)`` at ``a`` along ``e``.
+
+    With ``transposed``, its transpose applied to ``e``.
+    """
+    return frechet_p.bind(
+        a,
+        e,
+        *path,
+        approximant=approximant,
+        max_squarings=max_squarings,
+        depth=depth,
+        transposed=transposed,
+    )
 
 
-def _frechet_slice(approximant, max_squarings, a, e, index, squarings):
-    path = Path(index, squarings)
-    _, tangent = jax.jvp(lambda x: approximant.evaluate(x, path), (a,), (e,))
-    return _mask_members(tangent, a, path, max_squarings)
+def _frechet_slice(approximant, max_squarings, depth, transposed, a, e, *path):
+    path = Path(*path)
+    if transposed:
+        out = approximant.transpose(a, e, path, depth)
+    else:
+        _, out = jax.jvp(lambda x: approximant.evaluate(x, path, depth), (a,), (e,))
+    return _mask_members(out, a, path, max_squarings)
 
 
-def _frechet_impl(a, e, index, squarings, *, approximant, max_squarings):
-    slice_fn = functools.partial(_frechet_slice, approximant, max_squarings)
-    return in_chunks(slice_fn, a, e, index, squarings, for_memory=True)
+def _frechet_impl(a, e, *path, approximant, max_squarings, depth, transposed):
+    slice_fn = functools.partial(_frechet_slice, approximant, max_squarings, depth, transposed)
+    return in_chunks(slice_fn, a, e, *path, for_memory=True)
 
 
-def _frechet_abstract_eval(a, e, index, squarings, **params):
-    del a, index, squarings, params
+def _frechet_abstract_eval(a, e, *path, **params):
+    del a, path, params
     return jax.core.ShapedArray(e.shape, e.dtype)
 
 
-def _frechet_jvp(primals, tangents, *, approximant, max_squarings):
-    a, e, index, squarings = primals
+def _corner(g: jax.Array) -> jax.Array:
+    """[[0, G], [0, 0]]."""
+    top = jnp.concatenate([jnp.zeros_like(g), g], axis=-1)
+    return jnp.concatenate([top, jnp.zeros_like(top)], axis=-2)
+
+
+def _diagonal_blocks(x: jax.Array) -> jax.Array:
+    n = x.shape[-1] // 2
+    return x[..., :n, :n] + x[..., n:, n:]
+
+
+def _frechet_jvp(primals, tangents, *, approximant, max_squarings, depth, transposed):
+    a, e, *path = primals
     da, de = (ad.instantiate_zeros(t) for t in tangents[:2])
-    path = Path(index, squarings)
-    out = frechet(approximant, max_squarings, a, e, path)
+    path = Path(*path)
+    same = functools.partial(frechet, approximant, max_squarings, depth=depth)
+    out = same(a, e, path, transposed=transposed)
+    if transposed:
+        # d L*(A, G) = L*(A, dG) + H(A, G, dA).
+        return out, same(a, de, path, transposed=True) + hessian(
+            approximant, max_squarings, a, e, da, path, depth=depth
+        )
+    # d L(A, E) = top-right block of L([[A, E], [0, A]], [[dA, dE], [0, dA]]).
     n = a.shape[-1]
-    block = frechet(approximant, max_squarings, _block(a, e), _block(da, de), path)
-    return out, block[..., :n, n:]
+    lifted = frechet(
+        approximant,
+        max_squarings,
+        alg.block_upper(a, e),
+        alg.block_upper(da, de),
+        path,
+        depth=depth + 1,
+    )
+    return out, lifted[..., :n, n:]
 
 
-def _frechet_transpose(ct, a, e, index, squarings, *, approximant, max_squarings):
+def _frechet_transpose(ct, a, e, *path, approximant, max_squarings, depth, transposed):
     if ad.is_undefined_primal(a):
         raise ValueError("jexpm_frechet is linear in its direction only")
+    nones = (None,) * len(path)
     if type(ct) is ad.Zero:
-        return None, ad.Zero(e.aval), None, None
-    path = Path(index, squarings)
-    # L(A^T, G) = L(A, G^T)^T: no transposed copy of A is needed.
-    back = _transpose(frechet(approximant, max_squarings, a, _transpose(ct), path))
-    return None, back, None, None
+        return None, ad.Zero(e.aval), *nones
+    back = frechet(
+        approximant, max_squarings, a, ct, Path(*path), depth=depth, transposed=not transposed
+    )
+    return None, back, *nones
 
 
-def _frechet_batch(args, dims, *, approximant, max_squarings):
-    size = next(x.shape[d] for x, d in zip(args, dims, strict=True) if d is not None)
-    args = [
-        jnp.broadcast_to(x, (size, *x.shape)) if d is None else jnp.moveaxis(x, d, 0)
-        for x, d in zip(args, dims, strict=True)
-    ]
-    a, e, index, squarings = args
-    return frechet(approximant, max_squarings, a, e, Path(index, squarings)), 0
+# ---------------------------------------------------------------------------------
+# The derivative of the transpose: H(A, G, X) = d/dA L*(A, G) along X, the Hessian of
+# A -> <f(A), G> applied to X. JAX needs it as a primitive linear in X (and in G):
+# the block form below would put X into the point at which L* is evaluated.
+
+hessian_p = Primitive("jexpm_frechet_hessian")
 
 
-frechet_p.def_impl(jax.jit(_frechet_impl, static_argnames=("approximant", "max_squarings")))
+def hessian(approximant: Approximant, max_squarings, a, g, x, path: Path, *, depth: int = 0):
+    """H(a, g, x): the derivative of L*(a, g) in a along x (symmetric in x)."""
+    return hessian_p.bind(
+        a, g, x, *path, approximant=approximant, max_squarings=max_squarings, depth=depth
+    )
+
+
+def _hessian_impl(a, g, x, *path, approximant, max_squarings, depth):
+    # Pair L*([[A, X], [0, A]], [[0, G], [0, 0]]) with [[E, 0], [0, E]]: the diagonal
+    # blocks hold the derivative of <L(A, E), G> = <E, L*(A, G)> in A along X.
+    lifted = frechet(
+        approximant,
+        max_squarings,
+        alg.block_upper(a, x),
+        _corner(g),
+        Path(*path),
+        depth=depth + 1,
+        transposed=True,
+    )
+    return _diagonal_blocks(lifted)
+
+
+def _hessian_jvp(primals, tangents, *, approximant, max_squarings, depth):
+    a, g, x, *path = primals
+    da, dg, dx = (ad.instantiate_zeros(t) for t in tangents[:3])
+    path = Path(*path)
+    out = hessian(approximant, max_squarings, a, g, x, path, depth=depth)
+    # H is L* of the lifted problem at ([[A, X], [0, A]], [[0, G], [0, 0]]): differentiate that.
+    point, corner = alg.block_upper(a, x), _corner(g)
+    lifted = frechet(
+        approximant, max_squarings, point, _corner(dg), path, depth=depth + 1, transposed=True
+    ) + hessian(
+        approximant, max_squarings, point, corner, alg.block_upper(da, dx), path, depth=depth + 1
+    )
+    return out, _diagonal_blocks(lifted)
+
+
+def _hessian_transpose(ct, a, g, x, *path, approximant, max_squarings, depth):
+    nones = (None,) * len(path)
+    if ad.is_undefined_primal(a):
+        raise ValueError("jexpm_frechet_hessian is linear in g and in x only")
+    if ad.is_undefined_primal(x):
+        # H(A, G, .) is a Hessian: symmetric, its own transpose.
+        if type(ct) is ad.Zero:
+            return None, None, ad.Zero(x.aval), *nones
+        return (
+            None,
+            None,
+            hessian(approximant, max_squarings, a, g, ct, Path(*path), depth=depth),
+            *nones,
+        )
+    # <H(A, G, X), C> = <D^2 f(A)[X, C], G>, the top-right block of L at
+    # ([[A, X], [0, A]], [[C, 0], [0, C]]).
+    if type(ct) is ad.Zero:
+        return None, ad.Zero(g.aval), None, *nones
+    n = a.shape[-1]
+    lifted = frechet(
+        approximant,
+        max_squarings,
+        alg.block_upper(a, x),
+        alg.block_upper(ct, jnp.zeros_like(ct)),
+        Path(*path),
+        depth=depth + 1,
+    )
+    return None, lifted[..., :n, n:], None, *nones
+
+
+def _batch_rule(primitive):
+    def rule(args, dims, **params):
+        size = next(x.shape[d] for x, d in zip(args, dims, strict=True) if d is not None)
+        args = [
+            jnp.broadcast_to(x, (size, *x.shape)) if d is None else jnp.moveaxis(x, d, 0)
+            for x, d in zip(args, dims, strict=True)
+        ]
+        return primitive.bind(*args, **params), 0
+
+    return rule
+
+
+frechet_p.def_impl(
+    jax.jit(_frechet_impl, static_argnames=("approximant", "max_squarings", "depth", "transposed"))
+)
 frechet_p.def_abstract_eval(_frechet_abstract_eval)
 mlir.register_lowering(frechet_p, mlir.lower_fun(_frechet_impl, multiple_results=False))
 ad.primitive_jvps[frechet_p] = _frechet_jvp
 ad.primitive_transposes[frechet_p] = _frechet_transpose
-batching.primitive_batchers[frechet_p] = _frechet_batch
+batching.primitive_batchers[frechet_p] = _batch_rule(frechet_p)
+
+hessian_p.def_impl(
+    jax.jit(_hessian_impl, static_argnames=("approximant", "max_squarings", "depth"))
+)
+hessian_p.def_abstract_eval(_frechet_abstract_eval)
+mlir.register_lowering(hessian_p, mlir.lower_fun(_hessian_impl, multiple_results=False))
+ad.primitive_jvps[hessian_p] = _hessian_jvp
+ad.primitive_transposes[hessian_p] = _hessian_transpose
+batching.primitive_batchers[hessian_p] = _batch_rule(hessian_p)

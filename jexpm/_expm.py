@@ -126,7 +126,9 @@ def expm(
         superdiagonal are then recomputed exactly after every squaring without the
         on-device check that ``expm`` otherwise makes (the value is the same for
         upper triangular input; for other input the result is wrong, as in
-        ``jax.scipy.linalg.expm``).
+        ``jax.scipy.linalg.expm``). Derivatives follow the value: along upper
+        triangular directions they are those of the exact band, along the others
+        those of the polynomial at the same order and squarings.
       max_squarings: if given, members that would need more squarings return NaN
         (``jax.scipy.linalg.expm``'s default is 16); None (default) never caps.
       tol: bound on the truncation error of the scaled approximant (absolute, like
