@@ -22,6 +22,7 @@ from ._layers import Split as Split
 from ._layers import Squeeze as Squeeze
 from ._layers import random_rotation_log as random_rotation_log
 from ._matexp import METHODS as EXPM_METHODS
+from ._matexp import register_exponential as register_exponential
 from ._oft import OrthogonalLinear as OrthogonalLinear
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     "Squeeze",
     "dequantize",
     "random_rotation_log",
+    "register_exponential",
     "to_uint8",
 ]
