@@ -7,6 +7,8 @@ Direction convention for every bijector: ``forward_and_log_det`` maps data to la
 ``inverse_and_log_det`` maps latent to data.
 """
 
+from jexpm import __version__ as __version__  # one distribution, one version
+
 from ._glow import FlowStep as FlowStep
 from ._glow import Glow as Glow
 from ._glow import dequantize as dequantize

@@ -433,12 +433,13 @@ class MatrixExpCoupling(_Coupling):
         b, raw = h[..., : self.c2], h[..., self.c2 :]
         sign = -1.0 if inverse else 1.0
         kw = {"method": self.method, "tol": self.tol}
-        if self.low_rank:
-            u, v = self.generator(raw)
+        generator = self.generator(raw)
+        if isinstance(generator, tuple):  # the low-rank form's factors
+            u, v = generator
             e = _matexp.expm_lowrank(sign * u, v, **kw)
             trace = jnp.sum(u * jnp.swapaxes(v, -1, -2), axis=(-2, -1))
         else:
-            s = self.generator(raw)
+            s = generator
             e = _matexp.expm(sign * s, **kw)
             trace = jnp.trace(s, axis1=-2, axis2=-1)
         log_det = sign * _sum_per_member(trace)

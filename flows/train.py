@@ -186,7 +186,7 @@ def train_and_evaluate(
     train_data: Iterable[np.ndarray] | None = None,
     eval_data: Iterable[np.ndarray] | None = None,
     steps_per_epoch: int | None = None,
-    devices: Sequence[jax.Device] | None = None,
+    devices: Sequence[jax.Device] | None = None,  # pyright: ignore[reportInvalidTypeForm]
     progress: bool = True,
 ) -> dict[str, float]:
     """Train (or resume), evaluate, checkpoint and write samples; returns final metrics.
@@ -309,7 +309,7 @@ def train_and_evaluate(
                 row = {
                     "step": done,
                     "train_bits_per_dim": train_bpd,
-                    "learning_rate": float(schedule(step)),
+                    "learning_rate": float(np.asarray(schedule(step))),
                     "steps_per_second": 1.0 / seconds_per_step,
                     "skipped_batches": skipped,
                 }

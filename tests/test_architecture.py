@@ -221,3 +221,18 @@ def test_importing_a_package_leaves_heavier_ones_unloaded(module, absent):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_version_is_written_once():
+    import re
+    from importlib import metadata
+
+    import flows
+    import jexpm
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    written = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE)
+    assert written is not None
+    assert jexpm.__version__ == flows.__version__ == metadata.version("jexpm") == written[1]
+    for package in ("jexpm", "flows"):
+        assert (ROOT / package / "py.typed").is_file()
