@@ -55,7 +55,8 @@ from ._approximants import Approximant, Path
 #    (the polynomial and its tangent) shrinks accordingly; for (64, 48, 48) float32 the
 #    compiled scratch memory fell from 13x to 3.5x the input, and the time did not rise.
 # The values are the CPU's measured constants in _tuning.py (with the commands that
-# regenerate them); CACHE_CHUNK_BYTES is only used on the CPU.
+# regenerate them; docs/design.md, sections 5 and 6); CACHE_CHUNK_BYTES is only used
+# on the CPU.
 CACHE_CHUNK_BYTES = _tuning.CPU.cache_chunk_bytes
 MEMORY_CHUNKS = _tuning.CPU.memory_chunks
 MEMORY_CHUNK_MIN_BATCH = _tuning.CPU.memory_chunk_min_batch

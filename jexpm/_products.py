@@ -2,10 +2,10 @@
 
 XLA:CPU's batched ``dot_general`` is slow for tiny matrices, so for small ``n`` on the
 CPU a product is written as a broadcast multiply followed by a sum, which XLA fuses into
-one loop. Which form wins, and up to which ``n``, is a measured backend constant
-(:mod:`jexpm._tuning`); on
-accelerators, and for larger ``n`` everywhere, ``dot`` at HIGHEST precision wins and
-keeps full float32 accuracy where the hardware would otherwise round to bf16/tf32.
+one loop. Up to which ``n`` that form wins is a measured backend constant
+(:mod:`jexpm._tuning`; docs/design.md, sections 5 and 6); on accelerators, and for
+larger ``n`` everywhere, ``dot`` at HIGHEST precision wins and keeps full float32
+accuracy where the hardware would otherwise round to bf16/tf32.
 
 The sum is written as a reduction with the computation ``x - (-y)`` (exactly x + y in
 IEEE arithmetic). XLA:CPU hands float32 reductions whose computation is a plain add to
