@@ -9,7 +9,7 @@ with a better matrix exponential. This program measures, in one run on one machi
 3. products and accuracy on a fixed matrix set (:mod:`benchmarks.accuracy`).
 
 ``--quick`` runs the CIFAR-10 shape only, with fewer repeats and training steps;
-``--smoke`` runs every section on tiny shapes in a minute or two, to check the program
+``--smoke`` runs every section on tiny shapes (minutes, mostly compiling), to check the program
 (its numbers mean nothing). Tables go to stdout and, under a header naming the machine,
 to ``benchmarks/results/flows-<backend>.md`` (and ``.json``) with the PNG figures
 beside it; ``--readme`` also replaces the generated block of README.md's Results.
