@@ -18,17 +18,8 @@ import numpy as np
 
 import jexpm
 
+from . import harness
 from .expm_speed import Workload
-from .harness import (
-    Section,
-    fmt,
-    markdown_table,
-    median_times,
-    ms,
-    random_with_norm,
-    ratio,
-    records,
-)
 
 #: (workload key, 1-norm) of a full run and of ``--quick``.
 CASES = (("d", 30.0), ("d", 3000.0), ("a", 2.0), ("b", 2.0), ("c", 2.0))
@@ -72,7 +63,7 @@ def _temp_ratio(compiled, nbytes: int) -> float | None:
     return None if analysis is None else analysis.temp_size_in_bytes / nbytes
 
 
-def run(cases: Sequence[tuple[Workload, float]], repeats: int, seed: int) -> Section:
+def run(cases: Sequence[tuple[Workload, float]], repeats: int, seed: int) -> harness.Section:
     """Forward, gradient and JVP time and compiled scratch memory, jexpm against jax.scipy.
 
     Args:
@@ -89,7 +80,7 @@ def run(cases: Sequence[tuple[Workload, float]], repeats: int, seed: int) -> Sec
     rows = []
     for w, norm in tqdm(cases, desc="grad", unit="case"):
         rng = np.random.default_rng([seed, ord(w.key)])
-        x = jnp.asarray(random_with_norm(rng, w.shape, norm, DTYPE))
+        x = jnp.asarray(harness.random_with_norm(rng, w.shape, norm, DTYPE))
         g = jnp.asarray(rng.standard_normal(w.shape).astype(DTYPE))
         for lib, expm in _LIBS.items():
             for kind, make in _KINDS.items():
@@ -103,7 +94,7 @@ def run(cases: Sequence[tuple[Workload, float]], repeats: int, seed: int) -> Sec
             for lib in _LIBS
             for kind in _KINDS
         }
-        times = {key: t for key, (t, _) in median_times(calls, repeats).items()}
+        times = {key: t for key, (t, _) in harness.median_times(calls, repeats).items()}
         memory = {key: _temp_ratio(compiled[(*key, w.shape)], x.nbytes) for key in calls}
         rows.append(
             [
@@ -113,19 +104,19 @@ def run(cases: Sequence[tuple[Workload, float]], repeats: int, seed: int) -> Sec
                     cell
                     for lib in _LIBS
                     for cell in (
-                        ms(times[lib, "fwd"]),
-                        ms(times[lib, "grad"]),
-                        ratio(times[lib, "grad"], times[lib, "fwd"]),
-                        ms(times[lib, "jvp"]),
-                        ratio(times[lib, "jvp"], times[lib, "fwd"]),
+                        harness.ms(times[lib, "fwd"]),
+                        harness.ms(times[lib, "grad"]),
+                        harness.ratio(times[lib, "grad"], times[lib, "fwd"]),
+                        harness.ms(times[lib, "jvp"]),
+                        harness.ratio(times[lib, "jvp"], times[lib, "fwd"]),
                     )
                 ),
-                ratio(times["jax.scipy", "grad"], times["jexpm", "grad"]),
-                *(fmt(memory[lib, kind], ".1f", "×") for lib in _LIBS for kind in _KINDS),
+                harness.ratio(times["jax.scipy", "grad"], times["jexpm", "grad"]),
+                *(harness.fmt(memory[lib, kind], ".1f", "×") for lib in _LIBS for kind in _KINDS),
             ]
         )
-    return Section(
+    return harness.Section(
         f"### Gradients, {DTYPE} (median ms; temp = compiled scratch memory / input "
-        f"bytes)\n\n{markdown_table(HEADERS, rows)}",
-        records(HEADERS, rows),
+        f"bytes)\n\n{harness.markdown_table(HEADERS, rows)}",
+        harness.records(HEADERS, rows),
     )

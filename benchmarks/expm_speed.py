@@ -22,18 +22,7 @@ from jax import lax
 
 import jexpm
 
-from . import torch_adapter
-from .harness import (
-    Section,
-    fmt,
-    markdown_table,
-    median_times,
-    ms,
-    random_with_norm,
-    ratio,
-    records,
-    rel_err,
-)
+from . import harness, torch_adapter
 
 NORMS = (0.5, 2.0, 30.0)
 QUICK_NORMS = (2.0, 30.0)
@@ -160,13 +149,13 @@ def _row(
     x = jnp.asarray(x_np)
     calls = {name: (functools.partial(fn, x), jax.block_until_ready) for name, fn in fns.items()}
     apart = {name: calls.pop(name) for name in ("jax.scipy",) if name in calls}
-    results = median_times(calls, repeats) | median_times(apart, repeats)
+    results = harness.median_times(calls, repeats) | harness.median_times(apart, repeats)
     torch_call = torch_adapter.matrix_exp_call(x_np, looped=w.looped)
     if torch_call is not None:
-        results |= median_times({"torch": torch_call}, repeats)
+        results |= harness.median_times({"torch": torch_call}, repeats)
     times = {m: results[m][0] / w.calls if m in results else None for m in _METHODS}
     errors = {
-        m: rel_err(_subsample(torch_adapter.to_numpy(results[m][1]), w.n), ref)
+        m: harness.rel_err(_subsample(torch_adapter.to_numpy(results[m][1]), w.n), ref)
         if m in results
         else None
         for m in _ERROR_METHODS
@@ -175,12 +164,12 @@ def _row(
     return [
         w.label,
         f"{norm:g}",
-        *(ms(times[m]) for m in _METHODS),
-        ratio(times["jax.scipy"], times["opt15"]),
-        ratio(times["torch"], times["opt15"]),
-        ratio(times["vmap"], times["opt15"]),
+        *(harness.ms(times[m]) for m in _METHODS),
+        harness.ratio(times["jax.scipy"], times["opt15"]),
+        harness.ratio(times["torch"], times["opt15"]),
+        harness.ratio(times["vmap"], times["opt15"]),
         f"{mean_products:.2f}",
-        *(fmt(errors[m], ".1e") for m in _ERROR_METHODS),
+        *(harness.fmt(errors[m], ".1e") for m in _ERROR_METHODS),
     ]
 
 
@@ -190,7 +179,7 @@ def run(
     norms: Sequence[float],
     repeats: int,
     seed: int,
-) -> Section:
+) -> harness.Section:
     """The speed tables: every method on every workload, dtype and 1-norm.
 
     Args:
@@ -214,10 +203,12 @@ def run(
             for norm in norms:
                 bar.set_postfix_str(f"{dtype} {w.label} ‖A‖₁={norm:g}")
                 rng = np.random.default_rng([seed, ord(w.key)])
-                x_np = random_with_norm(rng, w.shape, norm, dtype)
+                x_np = harness.random_with_norm(rng, w.shape, norm, dtype)
                 rows.append(_row(w, fns, products, x_np, norm, repeats))
                 bar.update()
-        tables.append(f"### expm, {dtype} (median ms per call)\n\n{markdown_table(HEADERS, rows)}")
-        data[dtype] = records(HEADERS, rows)
+        tables.append(
+            f"### expm, {dtype} (median ms per call)\n\n{harness.markdown_table(HEADERS, rows)}"
+        )
+        data[dtype] = harness.records(HEADERS, rows)
     bar.close()
-    return Section("\n\n".join(tables), data)
+    return harness.Section("\n\n".join(tables), data)
