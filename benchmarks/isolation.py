@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,8 +53,15 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _pin_to_one_core() -> None:
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+def _pinned(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` behind this module's trampoline, which pins itself to one core and execs it.
+
+    Pinning in the child itself, rather than in a ``preexec_fn``, keeps the parent from
+    forking: the parent may hold JAX's threads, and a fork of a multithreaded process
+    can deadlock.
+    """
+    cpu = min(os.sched_getaffinity(0))
+    return [sys.executable, "-m", "benchmarks.isolation", "--pin", str(cpu), *cmd]
 
 
 def run_isolated(
@@ -68,7 +76,8 @@ def run_isolated(
     Args:
       cmd: the command.
       limit: seconds it may take.
-      pin_to_one_core: run it on one CPU core only (``os.sched_setaffinity``; Linux).
+      pin_to_one_core: run it on one CPU core only (``os.sched_setaffinity``, Linux;
+        elsewhere this is ignored).
       idle_seconds: report it as deadlocked after this long with no CPU time.
 
     Returns:
@@ -76,11 +85,10 @@ def run_isolated(
       finish in N s", :data:`DEADLOCKED` with the seconds it had run, or "failed: " and
       the last line of its error output.
     """
-    pin = _pin_to_one_core if pin_to_one_core and hasattr(os, "sched_setaffinity") else None
+    if pin_to_one_core and hasattr(os, "sched_setaffinity"):
+        cmd = _pinned(cmd)
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin
-    )
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last_cpu, last_change = cpu_seconds(proc.pid), start
     while True:
         try:
@@ -108,3 +116,11 @@ def run_isolated(
 def _stop(proc: subprocess.Popen) -> None:
     proc.kill()
     proc.communicate()
+
+
+if __name__ == "__main__":
+    # python -m benchmarks.isolation --pin CPU COMMAND...: COMMAND on core CPU only.
+    if len(sys.argv) < 4 or sys.argv[1] != "--pin":
+        sys.exit("usage: python -m benchmarks.isolation --pin CPU COMMAND...")
+    os.sched_setaffinity(0, {int(sys.argv[2])})
+    os.execv(sys.argv[3], sys.argv[3:])
