@@ -71,7 +71,7 @@ def test_products_program_writes_its_report(tmp_path, capsys):
     products_bench.main(["--sizes", "4", "--dtype", "float32", "--repeats", "1", "--out", str(out)])
     text = out.read_text()
     assert "- command: python -m benchmarks.products --sizes 4" in text
-    assert "| 4  |" in text and "Largest n at which each form was fastest" in text
+    assert "| 4 | " in text and "Largest n at which each form was fastest" in text
     data = json.loads(out.with_suffix(".json").read_text())
     assert [row["n"] for row in data["products"]["float32"]["rows"]] == [4]
     assert data["total_seconds"] > 0
