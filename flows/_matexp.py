@@ -28,6 +28,7 @@ from jexpm._options import check_tol
 #: The built-in methods: :data:`jexpm.METHODS` are :func:`jexpm.expm`'s; ``jax.scipy``
 #: is :func:`jax.scipy.linalg.expm` (Padé 13).
 METHODS = (*jexpm.METHODS, "jax.scipy")
+#: The built-in method names as a type.
 Method = Literal["opt15", "ps", "baseline", "jax.scipy"]
 
 ExpmFn = Callable[[jax.Array, "float | None"], jax.Array]

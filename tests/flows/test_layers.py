@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
 
 import jax
@@ -270,7 +271,8 @@ def test_a_registered_exponential_is_used_by_the_layers(monkeypatch):
         flows.register_exponential("I plus A", _i_plus_a)
     with pytest.raises(ValueError, match="registered already"):
         flows.register_exponential("opt15", _i_plus_a, replace=True)
-    # the training configs take only the built-in methods
+    # the training configs take only the built-in methods, which the Literal type names
+    assert typing.get_args(flows._matexp.Method) == flows.EXPM_METHODS
     from flows import configs
 
     with pytest.raises(ValueError, match="unknown expm_method 'I plus A'"):
