@@ -86,3 +86,27 @@ def test_readme_block_is_replaced(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match=r"no <!-- benchmarks\.flows"):
         flows_bench.update_readme(readme, "x")
+
+
+def test_expm_program_writes_its_report(tmp_path):
+    from benchmarks import expm as expm_bench
+
+    out = tmp_path / "expm.md"
+    args = ["--workloads", "f", "--norms", "2", "--dtype", "float32", "--repeats", "1"]
+    expm_bench.main([*args, "--no-grad", "--out", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    (row,) = data["speed"]["float32"]
+    assert row["workload"] == "(f) 48×48 in fori_loop×100"
+    assert float(row["err opt15"]) < 1e-6 and float(row["err jax.scipy"]) < 1e-5
+    assert "gradients" not in data and "low_precision" not in data
+    assert "### expm, float32" in out.read_text()
+
+
+def test_low_precision_errors_match_the_dtypes():
+    from benchmarks import low_precision
+
+    section = low_precision.run([8], [2.0], repeats=1, seed=0)
+    errors = {row["dtype"]: float(row["err jexpm"]) for row in section.data}
+    assert errors["float32"] < 1e-6
+    assert 1e-5 < errors["float16"] < 2e-3
+    assert 1e-4 < errors["bfloat16"] < 1e-2
