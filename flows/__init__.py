@@ -7,6 +7,8 @@ Direction convention for every bijector: ``forward_and_log_det`` maps data to la
 ``inverse_and_log_det`` maps latent to data.
 """
 
+from jexpm import __version__ as __version__  # one distribution, one version
+
 from ._glow import FlowStep as FlowStep
 from ._glow import Glow as Glow
 from ._glow import dequantize as dequantize
@@ -22,6 +24,7 @@ from ._layers import Split as Split
 from ._layers import Squeeze as Squeeze
 from ._layers import random_rotation_log as random_rotation_log
 from ._matexp import METHODS as EXPM_METHODS
+from ._matexp import register_exponential as register_exponential
 from ._oft import OrthogonalLinear as OrthogonalLinear
 
 __all__ = [
@@ -40,5 +43,6 @@ __all__ = [
     "Squeeze",
     "dequantize",
     "random_rotation_log",
+    "register_exponential",
     "to_uint8",
 ]

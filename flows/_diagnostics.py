@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -51,12 +52,13 @@ def _collect(model: Glow, x: jax.Array) -> dict[str, tuple[jax.Array, jax.Array]
         h, _ = step.actnorm.forward_and_log_det(h)
         h, _ = conv.forward_and_log_det(h)
         raw = coupling.net(h[..., : coupling.c1])[..., coupling.c2 :]
-        kw = {"method": coupling.method, "tol": coupling.tol, "return_info": True}
-        if coupling.low_rank:
-            u, v = coupling.generator(raw)
-            info = jexpm.phi1(v @ u, **kw)[1]
+        method = cast(jexpm.Method, coupling.method)
+        generator = coupling.generator(raw)
+        if isinstance(generator, tuple):  # the low-rank form's factors
+            u, v = generator
+            info = jexpm.phi1(v @ u, method=method, tol=coupling.tol, return_info=True)[1]
         else:
-            info = jexpm.expm(coupling.generator(raw), **kw)[1]
+            info = jexpm.expm(generator, method=method, tol=coupling.tol, return_info=True)[1]
         found["coupling"].append(info)
 
     model._forward(x, visit=visit)

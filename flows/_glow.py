@@ -134,8 +134,8 @@ class Glow(nnx.Module):
         transformed half has more than 24 channels, or ``True``/``False`` everywhere.
       rank: rank of the low-rank couplings (default 3).
       method: exponential method for every matrix exponential in the model, one of
-        ``flows.EXPM_METHODS``: "opt15" (default), "ps", "baseline", "jax.scipy",
-        or "stand-in" (I + A, for timing only).
+        ``flows.EXPM_METHODS`` ("opt15" (default), "ps", "baseline", "jax.scipy") or a
+        name registered with ``flows.register_exponential``.
       tol: tolerance for the jexpm methods (default ``None``: the dtype's unit roundoff).
       param_dtype: dtype of all parameters (default float32).
       rngs: random streams; ``params`` draws the initial weights.

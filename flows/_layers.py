@@ -140,7 +140,8 @@ class MatrixExp1x1Conv(nnx.Module):
 
     Args:
       channels: number of channels c; W is c x c.
-      method: exponential method, one of ``flows.EXPM_METHODS`` (default "opt15").
+      method: exponential method, one of ``flows.EXPM_METHODS`` (default "opt15") or a
+        name registered with ``flows.register_exponential``.
       tol: tolerance for the jexpm methods (``None``: the dtype's unit roundoff).
       param_dtype: dtype of W (default float32).
       rngs: random streams; ``rngs.params()`` draws the initial rotation.
@@ -369,7 +370,8 @@ class MatrixExpCoupling(_Coupling):
       low_rank: ``True`` for the low-rank form, ``False`` for full S, ``None``
         (default) for low-rank exactly when :math:`c_2 > 24`, as in the paper.
       rank: rank of the low-rank form (default 3).
-      method: exponential method, one of ``flows.EXPM_METHODS`` (default "opt15").
+      method: exponential method, one of ``flows.EXPM_METHODS`` (default "opt15") or a
+        name registered with ``flows.register_exponential``.
       tol: tolerance for the jexpm methods (``None``: the dtype's unit roundoff).
       param_dtype: dtype of the parameters (default float32).
       rngs: random streams for the network and the low-rank offset.
@@ -431,12 +433,13 @@ class MatrixExpCoupling(_Coupling):
         b, raw = h[..., : self.c2], h[..., self.c2 :]
         sign = -1.0 if inverse else 1.0
         kw = {"method": self.method, "tol": self.tol}
-        if self.low_rank:
-            u, v = self.generator(raw)
+        generator = self.generator(raw)
+        if isinstance(generator, tuple):  # the low-rank form's factors
+            u, v = generator
             e = _matexp.expm_lowrank(sign * u, v, **kw)
             trace = jnp.sum(u * jnp.swapaxes(v, -1, -2), axis=(-2, -1))
         else:
-            s = self.generator(raw)
+            s = generator
             e = _matexp.expm(sign * s, **kw)
             trace = jnp.trace(s, axis1=-2, axis2=-1)
         log_det = sign * _sum_per_member(trace)

@@ -1,11 +1,18 @@
-"""The matrix exponential as a swappable model option.
+"""The matrix exponential as a swappable model option: a registry of exponentials.
 
 Every flow layer that exponentiates calls :func:`expm` or :func:`expm_lowrank` here
-with the model's ``method`` and ``tol``, so a speed experiment changes only that
-option and nothing else about the model.
+with the model's ``method`` and ``tol``, so changing the exponential changes only that
+option and nothing else about the model. The methods are looked up in a registry that
+holds :data:`METHODS` (jexpm's methods and ``jax.scipy``); a program can add its own
+with :func:`register_exponential`, e.g. a cost-free I + A that shows what share of a
+training step the exponential takes.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Literal, cast
 
 import jax
 import jax.numpy as jnp
@@ -14,52 +21,112 @@ import jax.scipy.linalg
 import jexpm
 
 # The tolerance rule is jexpm's own, so that a layer rejects at construction what
-# jexpm would reject at its first call.
+# jexpm would reject at its first call (an import that tests/test_architecture.py
+# allows by name).
 from jexpm._options import check_tol
 
-#: Methods a flow accepts. :data:`jexpm.METHODS` are :func:`jexpm.expm`'s
-#: methods; ``jax.scipy`` is :func:`jax.scipy.linalg.expm` (Padé 13); ``stand-in`` is
-#: :math:`I + A`, a cost-free stand-in that only benchmarks use, to measure the
-#: exponential's share of a training step (it is not the exponential: do not train
-#: with it).
-METHODS = (*jexpm.METHODS, "jax.scipy", "stand-in")
+#: The built-in methods: :data:`jexpm.METHODS` are :func:`jexpm.expm`'s; ``jax.scipy``
+#: is :func:`jax.scipy.linalg.expm` (Padé 13).
+METHODS = (*jexpm.METHODS, "jax.scipy")
+#: The built-in method names as a type.
+Method = Literal["opt15", "ps", "baseline", "jax.scipy"]
+
+ExpmFn = Callable[[jax.Array, "float | None"], jax.Array]
+LowRankFn = Callable[[jax.Array, jax.Array, "float | None"], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Exponential:
+    expm: ExpmFn
+    expm_lowrank: LowRankFn
+
+
+def _jexpm(method: str) -> _Exponential:
+    m = cast(jexpm.Method, method)
+    return _Exponential(
+        lambda a, tol: jexpm.expm(a, method=m, tol=tol),
+        lambda u, v, tol: jexpm.expm_lowrank(u, v, method=m, tol=tol),
+    )
+
+
+def _scipy_lowrank(u: jax.Array, v: jax.Array, tol: float | None) -> jax.Array:
+    r"""exp(u @ v) as :math:`I + U \varphi_1(VU) V`, with jax.scipy for :math:`\varphi_1`.
+
+    :math:`\varphi_1(B)` is read off the exponential of the 2r x 2r block matrix
+    [[B, I], [0, 0]], whose top-right block it is.
+    """
+    del tol
+    n, r = u.shape[-2], u.shape[-1]
+    b = v @ u
+    top = jnp.concatenate([b, jnp.broadcast_to(jnp.eye(r, dtype=b.dtype), b.shape)], axis=-1)
+    block = jnp.concatenate([top, jnp.zeros_like(top)], axis=-2)
+    p = jax.scipy.linalg.expm(block)[..., :r, r:]
+    return jnp.eye(n, dtype=u.dtype) + u @ p @ v
+
+
+def _dense_lowrank(expm: ExpmFn) -> LowRankFn:
+    return lambda u, v, tol: expm(u @ v, tol)
+
+
+_REGISTRY: dict[str, _Exponential] = {m: _jexpm(m) for m in jexpm.METHODS}
+_REGISTRY["jax.scipy"] = _Exponential(lambda a, tol: jax.scipy.linalg.expm(a), _scipy_lowrank)
+
+
+def register_exponential(
+    name: str, expm: ExpmFn, expm_lowrank: LowRankFn | None = None, *, replace: bool = False
+) -> None:
+    """Make ``name`` a method that every flow layer accepts, computed by ``expm``.
+
+    The layers look the method up when they are traced, so a model built with
+    ``method=name`` uses ``expm`` for every exponential. :class:`flows.Glow` and the
+    layers accept any registered name; the training configs accept :data:`METHODS`.
+
+    Args:
+      name: the method name.
+      expm: ``(a, tol) -> exp(a)`` for a stack (..., n, n); ``tol`` is the layer's.
+      expm_lowrank: ``(u, v, tol) -> exp(u @ v)`` for u (..., n, r), v (..., r, n);
+        default ``expm(u @ v, tol)``.
+      replace: allow ``name`` to be registered already (never a built-in method).
+
+    Raises:
+      ValueError: ``name`` is a built-in method, or registered already and not
+        ``replace``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import flows
+      >>> flows.register_exponential(
+      ...     "I + A", lambda a, tol: jnp.eye(a.shape[-1], dtype=a.dtype) + a, replace=True)
+      >>> conv = flows.MatrixExp1x1Conv(3, method="I + A", rngs=nnx.Rngs(0))
+    """
+    if name in METHODS or (name in _REGISTRY and not replace):
+        raise ValueError(f"expm method {name!r} is registered already")
+    _REGISTRY[name] = _Exponential(expm, expm_lowrank or _dense_lowrank(expm))
+
+
+def registered() -> tuple[str, ...]:
+    """Every method a flow layer accepts: :data:`METHODS` and those registered since."""
+    return tuple(_REGISTRY)
 
 
 def check_method(method: str, tol: float | None, where: str = "expm") -> None:
     """Raise ``ValueError`` for an unknown method or a tolerance jexpm would reject.
 
     Raises:
-      ValueError: ``method`` not in :data:`METHODS`, or ``tol`` outside (0, 1).
+      ValueError: ``method`` not registered, or ``tol`` outside (0, 1).
       TypeError: ``tol`` is not a Python number.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown expm method {method!r}; choose one of {METHODS}")
+    if method not in _REGISTRY:
+        raise ValueError(f"unknown expm method {method!r}; choose one of {registered()}")
     check_tol(tol, where)
 
 
 def expm(a: jax.Array, *, method: str, tol: float | None) -> jax.Array:
     """exp(a) for a stack of square matrices with the chosen method."""
-    if method == "jax.scipy":
-        return jax.scipy.linalg.expm(a)
-    if method == "stand-in":
-        return jnp.eye(a.shape[-1], dtype=a.dtype) + a
-    return jexpm.expm(a, method=method, tol=tol)
+    return _REGISTRY[method].expm(a, tol)
 
 
 def expm_lowrank(u: jax.Array, v: jax.Array, *, method: str, tol: float | None) -> jax.Array:
-    r"""exp(u @ v) for u (..., n, r), v (..., r, n) as :math:`I + U \varphi_1(VU) V`.
-
-    For ``jax.scipy``, :math:`\varphi_1(B)` is read off the exponential of the
-    2r x 2r block matrix [[B, I], [0, 0]], whose top-right block it is.
-    """
-    if method not in ("jax.scipy", "stand-in"):
-        return jexpm.expm_lowrank(u, v, method=method, tol=tol)
-    n, r = u.shape[-2], u.shape[-1]
-    eye_n = jnp.eye(n, dtype=u.dtype)
-    if method == "stand-in":
-        return eye_n + u @ v
-    b = v @ u
-    top = jnp.concatenate([b, jnp.broadcast_to(jnp.eye(r, dtype=b.dtype), b.shape)], axis=-1)
-    block = jnp.concatenate([top, jnp.zeros_like(top)], axis=-2)
-    p = jax.scipy.linalg.expm(block)[..., :r, r:]
-    return eye_n + u @ p @ v
+    """exp(u @ v) for u (..., n, r), v (..., r, n) with the chosen method."""
+    return _REGISTRY[method].expm_lowrank(u, v, tol)

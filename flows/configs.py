@@ -105,9 +105,10 @@ class Config:
             )
         if self.coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {self.coupling!r}; choose one of {COUPLINGS}")
-        if self.expm_method == "stand-in" or self.expm_method not in _matexp.METHODS:
-            methods = tuple(m for m in _matexp.METHODS if m != "stand-in")
-            raise ValueError(f"unknown expm_method {self.expm_method!r}; choose one of {methods}")
+        if self.expm_method not in _matexp.METHODS:
+            raise ValueError(
+                f"unknown expm_method {self.expm_method!r}; choose one of {_matexp.METHODS}"
+            )
         _matexp.check_method(self.expm_method, self.expm_tol, "Config.expm_tol")
         if len(self.steps_per_level) != self.levels:
             raise ValueError(

@@ -246,7 +246,7 @@ def load(name: str, split: str, *, data_dir: str | None = None) -> ImageSource:
                                                         photographer, Rachel Michetti
     train ``rocket()`` (640x427)            1305        DSCOVR launch on Falcon 9, SpaceX;
                                                         released into the public domain
-    train ``stereo_motorcycle()[0]``        1276        Middlebury 2014 stereo benchmark
+    train ``stereo_motorcycle()[0]``        1276        Middlebury 2014 stereo data set
           (left view, 741x500)                          (Scharstein et al., GCPR 2014);
                                                         skimage.data states no licence
     test  ``chelsea()`` (451x300)           1305        Chelsea the cat; CC0 by the

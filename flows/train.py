@@ -16,6 +16,10 @@ configurations in :mod:`flows.configs`, data in :mod:`flows.input_pipeline`, and
 - in the work directory: ``metrics.jsonl`` (training and evaluation bits/dim, learning
   rate, steps per second), ``expm_stats.jsonl`` (histograms of the Taylor orders m and
   squarings s the exponentials use), ``samples_<step>.png`` and ``bits_per_dim.png``.
+
+Its parts, for programs that time or vary a step without the loop: :func:`create_model`,
+:func:`dequantize_init_batch` (the ActNorm initialisation batch), :func:`initial_state`,
+:func:`make_train_step` and :func:`make_eval_step`.
 """
 
 from __future__ import annotations
@@ -182,7 +186,7 @@ def train_and_evaluate(
     train_data: Iterable[np.ndarray] | None = None,
     eval_data: Iterable[np.ndarray] | None = None,
     steps_per_epoch: int | None = None,
-    devices: Sequence[jax.Device] | None = None,
+    devices: Sequence[jax.Device] | None = None,  # pyright: ignore[reportInvalidTypeForm]
     progress: bool = True,
 ) -> dict[str, float]:
     """Train (or resume), evaluate, checkpoint and write samples; returns final metrics.
@@ -230,15 +234,15 @@ def train_and_evaluate(
     schedule = learning_rate_schedule(config, data.steps_per_epoch)
     tx = optax.adamax(schedule, b1=config.b1, b2=config.b2)
     checkpoints = _checkpoint_manager(workdir)
-    abstract = jax.eval_shape(lambda p: _fresh_state(p, tx), params)
+    abstract = jax.eval_shape(lambda p: initial_state(p, tx), params)
     if checkpoints.latest_step() is not None:
         state = _restore(checkpoints, abstract, replicated)
         start = int(state["step"])
         _log(f"resumed from the checkpoint at step {start}")
     else:
         init = jax.device_put(data.init_batch(), replicated)
-        model.initialize(_dequantize_init(init, config.seed))
-        state = jax.device_put(_fresh_state(nnx.state(model, nnx.Param), tx), replicated)
+        model.initialize(dequantize_init_batch(init, config.seed))
+        state = jax.device_put(initial_state(nnx.state(model, nnx.Param), tx), replicated)
         start = 0
 
     train_step = jax.jit(
@@ -305,7 +309,7 @@ def train_and_evaluate(
                 row = {
                     "step": done,
                     "train_bits_per_dim": train_bpd,
-                    "learning_rate": float(schedule(step)),
+                    "learning_rate": float(np.asarray(schedule(step))),
                     "steps_per_second": 1.0 / seconds_per_step,
                     "skipped_batches": skipped,
                 }
@@ -361,7 +365,7 @@ def load_model(
         if checkpoints.latest_step() is None:
             raise FileNotFoundError(f"no checkpoint in {Path(workdir) / 'checkpoints'}")
         tx = optax.adamax(learning_rate_schedule(config, 1))  # the training state's structure
-        abstract = jax.eval_shape(lambda p: _fresh_state(p, tx), params)
+        abstract = jax.eval_shape(lambda p: initial_state(p, tx), params)
         state = _restore(checkpoints, abstract, None)
     finally:
         checkpoints.close()
@@ -377,7 +381,18 @@ _IMAGE_SHAPES = {
 }
 
 
-def _fresh_state(params, tx) -> State:
+def initial_state(params, tx: optax.GradientTransformation) -> State:
+    """The training state at step 0, as :func:`make_train_step` takes it.
+
+    Args:
+      params: the model's ``nnx.Param`` state (``nnx.split(model, nnx.Param)[1]``).
+      tx: the optimiser.
+
+    Returns:
+      ``{"step", "skipped", "params", "opt_state", "ema"}``: counters at 0, the
+      parameters, the optimiser's initial state and the Polyak average (a copy of the
+      parameters).
+    """
     return {
         "step": jnp.zeros((), jnp.int32),
         "skipped": jnp.zeros((), jnp.int32),
@@ -387,7 +402,16 @@ def _fresh_state(params, tx) -> State:
     }
 
 
-def _dequantize_init(images: jax.Array, seed: int) -> jax.Array:
+def dequantize_init_batch(images: jax.Array, seed: int) -> jax.Array:
+    """The data-dependent initialisation batch: uint8 ``images`` dequantized as in training.
+
+    Args:
+      images: uint8 images (N, H, W, C).
+      seed: the run's seed; the noise comes from its own stream of it.
+
+    Returns:
+      Float images in [-1/2, 1/2] for ``Glow.initialize``.
+    """
     return dequantize(images, jax.random.fold_in(jax.random.key(seed), _INIT_STREAM))
 
 
@@ -419,7 +443,7 @@ def _log_expm_statistics(graphdef, params, images, config, workdir: Path, step: 
     if config.expm_method not in jexpm.METHODS:
         return
     model = nnx.merge(graphdef, params)
-    x = _dequantize_init(jnp.asarray(images), config.seed)
+    x = dequantize_init_batch(jnp.asarray(images), config.seed)
     stats = _diagnostics.expm_statistics(model, x)
     for kind, values in stats.items():
         row = {

@@ -5,6 +5,8 @@ order and scaling chosen on device, exact derivatives of the computed approximan
 forward and reverse mode, and batching rules.
 """
 
+from importlib import metadata as _metadata
+
 from ._expm import ExpmInfo as ExpmInfo
 from ._expm import expm as expm
 from ._expm import expm_frechet as expm_frechet
@@ -24,4 +26,8 @@ __all__ = [
     "orthogonal",
     "phi1",
 ]
-__version__ = "0.1.0"
+
+try:  # the version is written once, in pyproject.toml
+    __version__ = _metadata.version("jexpm")
+except _metadata.PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0+unknown"

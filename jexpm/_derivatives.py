@@ -43,6 +43,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from . import _algorithm as alg
+from . import _tuning
 from ._approximants import Approximant, Path
 
 # ---------------------------------------------------------------------------------
@@ -57,9 +58,12 @@ from ._approximants import Approximant, Path
 #    for batches of MEMORY_CHUNK_MIN_BATCH or more, on any backend: its working set
 #    (the polynomial and its tangent) shrinks accordingly; for (64, 48, 48) float32 the
 #    compiled scratch memory fell from 13x to 3.5x the input, and the time did not rise.
-CACHE_CHUNK_BYTES = 1 << 20
-MEMORY_CHUNKS = 4
-MEMORY_CHUNK_MIN_BATCH = 8
+# The values are the CPU's measured constants in _tuning.py (with the commands that
+# regenerate them; docs/design.md, sections 5 and 6); CACHE_CHUNK_BYTES is only used
+# on the CPU.
+CACHE_CHUNK_BYTES = _tuning.CPU.cache_chunk_bytes
+MEMORY_CHUNKS = _tuning.CPU.memory_chunks
+MEMORY_CHUNK_MIN_BATCH = _tuning.CPU.memory_chunk_min_batch
 
 
 def _chunk_count(x: jax.Array, batch: tuple[int, ...], for_memory: bool) -> int:

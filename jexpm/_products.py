@@ -2,9 +2,10 @@
 
 XLA:CPU's batched ``dot_general`` is slow for tiny matrices, so for small ``n`` on the
 CPU a product is written as a broadcast multiply followed by a sum, which XLA fuses into
-one loop. Which form wins was measured with ``python -m jexpm.bench --products``; on
-accelerators, and for larger ``n`` everywhere, ``dot`` at HIGHEST precision wins and
-keeps full float32 accuracy where the hardware would otherwise round to bf16/tf32.
+one loop. Up to which ``n`` that form wins is a measured backend constant
+(:mod:`jexpm._tuning`; docs/design.md, sections 5 and 6); on accelerators, and for
+larger ``n`` everywhere, ``dot`` at HIGHEST precision wins and keeps full float32
+accuracy where the hardware would otherwise round to bf16/tf32.
 
 The sum is written as a reduction with the computation ``x - (-y)`` (exactly x + y in
 IEEE arithmetic). XLA:CPU hands float32 reductions whose computation is a plain add to
@@ -22,11 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# Largest n for which the broadcast form beats ``dot`` inside a whole expm on XLA:CPU,
-# per item size (2 cores, jax 0.10.2, ``python -m jexpm.bench --products``, batches of
-# about 65536*36 elements worked through in cache-sized slices): float32 up to n = 7
-# (n = 8 ties; 16384 12x12: dot 21 ms, broadcast 49 ms), float64 up to n = 11.
-_CPU_BROADCAST_MAX_N = {4: 8, 8: 11, 16: 11}
+from . import _tuning
 
 
 def matmul_dot(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -75,14 +72,14 @@ def formulation(n: int, itemsize: int) -> str:
     """The product form for n x n matrices of ``itemsize``-byte entries on the default backend."""
     if _forced is not None:
         return _forced
-    if jax.default_backend() == "cpu" and n <= _CPU_BROADCAST_MAX_N.get(itemsize, 0):
+    if n <= _tuning.for_backend().broadcast_max_n.get(itemsize, 0):
         return "broadcast"
     return "dot"
 
 
 @contextlib.contextmanager
 def forced_formulation(name: str):
-    """Benchmarking hook: trace every product in form ``name`` inside the block.
+    """Trace every product in form ``name`` inside the block, to time one form.
 
     Clears JAX's compilation caches on entry and exit, since the form is a trace-time
     choice that compiled functions would otherwise keep.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
 
 import jax
@@ -247,12 +248,35 @@ def test_low_rank_coupling_learns_from_its_initial_point():
     assert float(jnp.max(jnp.abs(g["net"]["conv_out"]["kernel"][...]))) > 0
 
 
-def test_stand_in_is_i_plus_a():
-    layer = flows.MatrixExp1x1Conv(6, method="stand-in", rngs=nnx.Rngs(0))
+def _i_plus_a(a, tol):
+    return jnp.eye(a.shape[-1], dtype=a.dtype) + a
+
+
+def test_a_registered_exponential_is_used_by_the_layers(monkeypatch):
+    monkeypatch.setattr(flows._matexp, "_REGISTRY", dict(flows._matexp._REGISTRY))
+    with pytest.raises(ValueError, match="unknown expm method 'I plus A'"):
+        flows.MatrixExp1x1Conv(6, method="I plus A", rngs=nnx.Rngs(0))
+    flows.register_exponential("I plus A", _i_plus_a)
+    layer = flows.MatrixExp1x1Conv(6, method="I plus A", rngs=nnx.Rngs(0))
     x = inputs()
     y, _ = layer.forward_and_log_det(x)
     m = jnp.eye(6) + layer.weight[...]
     np.testing.assert_allclose(y, jnp.einsum("bhwc,dc->bhwd", x, m), rtol=1e-6, atol=1e-6)
+    # the low-rank default is the dense exponential of u @ v
+    u, v = jnp.ones((5, 2)), jnp.full((2, 5), 0.5)
+    np.testing.assert_allclose(
+        flows._matexp.expm_lowrank(u, v, method="I plus A", tol=None), jnp.eye(5) + u @ v
+    )
+    with pytest.raises(ValueError, match="registered already"):
+        flows.register_exponential("I plus A", _i_plus_a)
+    with pytest.raises(ValueError, match="registered already"):
+        flows.register_exponential("opt15", _i_plus_a, replace=True)
+    # the training configs take only the built-in methods, which the Literal type names
+    assert typing.get_args(flows._matexp.Method) == flows.EXPM_METHODS
+    from flows import configs
+
+    with pytest.raises(ValueError, match="unknown expm_method 'I plus A'"):
+        configs.override(configs.get_config("test"), ["expm_method=I plus A"])
 
 
 @pytest.mark.parametrize("name", ["actnorm", "split", "affine", "matrix_exp_1x1"])

@@ -1,0 +1,16 @@
+"""Benchmarks of jexpm and of the matrix-exponential flows; not part of either package.
+
+Programs (each with ``--help`` and ``--quick``), writing to ``benchmarks/results/``:
+
+* ``python -m benchmarks.expm``: expm speed, gradients and low precision;
+* ``python -m benchmarks.products``: the product form per matrix size;
+* ``python -m benchmarks.flows``: the Glow experiments of Xiao & Liu (2020) and the
+  Taylor 15+ paper (training step, sampling, (m, s) in training, products and accuracy).
+
+Modules: :mod:`benchmarks.harness` (timing, inputs, errors, reports),
+:mod:`benchmarks.isolation` (one measurement per process, with limits and deadlock
+detection), :mod:`benchmarks.torch_adapter`, and one module per suite:
+:mod:`benchmarks.expm_speed`, :mod:`benchmarks.expm_grad`,
+:mod:`benchmarks.low_precision`, :mod:`benchmarks.product_forms`,
+:mod:`benchmarks.accuracy`, :mod:`benchmarks.glow_speed`, :mod:`benchmarks.training_ms`.
+"""

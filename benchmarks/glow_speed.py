@@ -1,0 +1,254 @@
+"""Glow step and sampling: training-step time and sampling latency per exponential.
+
+The Glow at CIFAR-10 shape (batch 64, 32x32x3, 3 levels of 8/4/2 steps) and ImageNet
+64x64 shape (4 levels), for each exponential (``baseline``, ``ps``, ``opt15``,
+``jax.scipy``), plus the share of the step spent in the exponential: the step time
+against the same step with every exponential replaced by the cost-free I + A
+(:data:`STAND_IN`, registered with ``flows.register_exponential`` in the worker). Same
+data, same seed, medians of ``repeats`` calls after a compiling warm-up.
+
+Each (shape, method) runs in its own process (:mod:`benchmarks.isolation`): its limit
+covers compile time (at least 300 s and 3x the slowest method so far), a worker that
+stops using the CPU is reported as deadlocked rather than slow, and on the CPU
+``jax.scipy`` runs pinned to one core, where jaxlib's LAPACK kernels cannot deadlock
+(README, "Known issues"); its row says so. A method that does not finish is skipped on
+the larger shapes. On a CPU the coupling networks are shrunk (``net="small"``: 32
+hidden channels, 1 residual block) so that the run fits in minutes; the flow itself
+(levels, steps, matrix sizes and counts) stays the paper's. ``net="paper"`` uses 128
+channels and 8 residual blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import isolation
+from .harness import Section, markdown_table
+
+METHODS = ("baseline", "ps", "opt15", "jax.scipy")
+STAND_IN = "stand-in (I + A)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """A Glow workload: data shape, architecture and batch sizes."""
+
+    name: str
+    image_shape: tuple[int, int, int]
+    levels: int
+    steps_per_level: tuple[int, ...]
+    train_batch: int
+    sample_batches: tuple[int, ...]
+
+
+TINY = Shape("tiny (8x8x3)", (8, 8, 3), 2, (1, 1), 4, (1, 2))
+
+
+def shapes(gpu: bool, quick: bool) -> list[Shape]:
+    """The workloads of a run: CIFAR-10 shape always, ImageNet 64x64 unless quick."""
+    out = [Shape("CIFAR-10 (32x32x3)", (32, 32, 3), 3, (8, 4, 2), 64, (1, 16, 128))]
+    if not quick:
+        out.append(
+            Shape(
+                "ImageNet 64x64",
+                (64, 64, 3),
+                4,
+                (8, 4, 2, 2),
+                64 if gpu else 8,
+                (1, 16, 64) if gpu else (1, 8),
+            )
+        )
+    return out
+
+
+def pinned(method: str, backend: str) -> bool:
+    """Whether ``method`` runs pinned to one CPU core on ``backend``."""
+    return method == "jax.scipy" and backend == "cpu"
+
+
+# --------------------------------------------------------------------- worker process
+
+
+def _images(shape: Shape, n: int) -> np.ndarray:
+    """Real images of the shape: default-dataset patches (upsampled 2x for 64x64)."""
+    from flows import input_pipeline
+
+    source = input_pipeline.load("default", "train")
+    x = source[np.arange(n) % len(source)]
+    h, w, _ = shape.image_shape
+    if h >= 32:
+        factor = h // 32
+        return np.repeat(np.repeat(x, factor, axis=1), factor, axis=2)
+    return x[:, :h, :w]
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def worker(spec: dict) -> dict:
+    """Time one (shape, method): a jitted training step and sampling per batch size.
+
+    Args:
+      spec: ``{"shape": dataclasses.asdict(Shape), "method", "net", "repeats"}``;
+        method :data:`STAND_IN` is the cost-free I + A.
+
+    Returns:
+      ``{"compile_s", "step_s", "sample_s": {batch: seconds}}``.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    import flows
+    from flows import train
+
+    flows.register_exponential(
+        STAND_IN, lambda a, tol: jnp.eye(a.shape[-1], dtype=a.dtype) + a, replace=True
+    )
+    shape = Shape(**{**spec["shape"], "image_shape": tuple(spec["shape"]["image_shape"])})
+    hidden, blocks = (128, 8) if spec["net"] == "paper" else (32, 1)
+    model = flows.Glow(
+        shape.image_shape,
+        levels=shape.levels,
+        steps_per_level=shape.steps_per_level,
+        hidden_channels=hidden,
+        residual_blocks=blocks,
+        method=spec["method"],
+        rngs=nnx.Rngs(0),
+    )
+    images = _images(shape, max(shape.train_batch, 64))
+    model.initialize(train.dequantize_init_batch(jnp.asarray(images[:64]), 0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adamax(1e-3)
+    state = {"state": train.initial_state(params, tx)}
+    step = jax.jit(train.make_train_step(graphdef, tx, 0.999), donate_argnums=0)
+    batch = jnp.asarray(images[: shape.train_batch])
+    key = jax.random.key(0)
+
+    def train_step():
+        state["state"], _ = jax.block_until_ready(step(state["state"], batch, key))
+
+    t0 = time.perf_counter()
+    train_step()
+    result: dict = {"compile_s": time.perf_counter() - t0}
+    result["step_s"] = _median_seconds(train_step, spec["repeats"])
+    params = state["state"]["params"]
+    result["sample_s"] = {}
+    for n in shape.sample_batches:
+        sample = jax.jit(lambda p, k, n=n: nnx.merge(graphdef, p).sample(k, n, 0.7))
+        jax.block_until_ready(sample(params, key))
+        seconds = _median_seconds(
+            lambda s=sample: jax.block_until_ready(s(params, key)), spec["repeats"]
+        )
+        result["sample_s"][str(n)] = seconds
+    return result
+
+
+def run_worker(spec: dict, limit: float, *, pin_to_one_core: bool = False) -> dict:
+    """:func:`worker` in its own process (:func:`benchmarks.isolation.run_isolated`)."""
+    cmd = [sys.executable, "-m", "benchmarks.glow_speed", json.dumps(spec)]
+    return isolation.run_isolated(cmd, limit, pin_to_one_core=pin_to_one_core)
+
+
+# ---------------------------------------------------------------------------- section
+
+
+def _ms(seconds: float | None) -> str | None:
+    return None if seconds is None else f"{1e3 * seconds:.1f} ms"
+
+
+def _label(method: str, backend: str) -> str:
+    return f"{method} (1 core)" if pinned(method, backend) else method
+
+
+def run(
+    shape_list: Sequence[Shape], net: str, repeats: int, cap: float | None, backend: str, bar
+) -> Section:
+    """Step times, expm share and sampling latency of every method on every shape.
+
+    Args:
+      shape_list: the workloads.
+      net: "small" or "paper" coupling networks.
+      repeats: timed calls per measurement.
+      cap: the most seconds any (shape, method) may take (None: only the limits of
+        :func:`benchmarks.isolation.limit_for`).
+      backend: JAX's default backend (which methods run pinned).
+      bar: a tqdm progress bar, advanced once per (shape, method).
+
+    Returns:
+      Two tables per shape (training step, sampling latency).
+    """
+    data: dict[str, dict[str, dict]] = {}
+    for shape in shape_list:
+        data[shape.name] = {}
+        for method in (*METHODS, STAND_IN):
+            bar.set_postfix_str(f"{shape.name} {method}")
+            earlier = [data[s.name][method] for s in shape_list if s.name in data and s != shape]
+            if any("wall_s" not in r for r in earlier):
+                data[shape.name][method] = {"error": "skipped: did not finish on a smaller shape"}
+                bar.update()
+                continue
+            walls = [r["wall_s"] for r in data[shape.name].values() if "wall_s" in r]
+            spec = {
+                "shape": dataclasses.asdict(shape),
+                "method": method,
+                "net": net,
+                "repeats": repeats,
+            }
+            pin = pinned(method, backend)
+            result = run_worker(spec, isolation.limit_for(walls, cap), pin_to_one_core=pin)
+            data[shape.name][method] = result | {"pinned_to_one_core": pin}
+            bar.update()
+    parts = []
+    for shape in shape_list:
+        res = data[shape.name]
+        base = res["baseline"].get("step_s")
+        free = res[STAND_IN].get("step_s")
+        rows = []
+        for method in METHODS:
+            r = res[method]
+            t = r.get("step_s")
+            share = None if t is None or free is None else f"{100 * max(0.0, 1 - free / t):.0f}%"
+            speedup = None if t is None or base is None else f"{base / t:.2f}x"
+            compile_cell = f"{r['compile_s']:.0f} s" if t else r.get("error")
+            rows.append([_label(method, backend), _ms(t), speedup, share, compile_cell])
+        rows.append([STAND_IN, _ms(free), None, "0%", res[STAND_IN].get("error")])
+        parts.append(
+            f"#### {shape.name}: training step, batch {shape.train_batch}\n\n"
+            + markdown_table(
+                ["method", "step (median)", "speedup vs baseline", "expm share", "compile"],
+                rows,
+            )
+        )
+        headers = ["method", *[f"batch {n}" for n in shape.sample_batches]]
+        srows = []
+        for method in METHODS:
+            s = res[method].get("sample_s") or {}
+            srows.append(
+                [_label(method, backend), *[_ms(s.get(str(n))) for n in shape.sample_batches]]
+            )
+        parts.append(f"#### {shape.name}: sampling latency\n\n" + markdown_table(headers, srows))
+    if any(pinned(m, backend) for m in METHODS):
+        parts.append(
+            "(1 core): run pinned to one CPU core, where jaxlib's CPU LAPACK kernels (inside "
+            "jax.scipy.linalg.expm) cannot deadlock; see the README's Known issues."
+        )
+    return Section("\n\n".join(parts), data)
+
+
+if __name__ == "__main__":
+    print(json.dumps(worker(json.loads(sys.argv[1]))))
