@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._products import matmul, max_axis, sum_axis
+from ._products import Matmul, max_axis, sum_axis
 
 
 def norm1(x: jax.Array) -> jax.Array:
@@ -112,7 +112,7 @@ REFINE_MIN_SQUARINGS = 6
 REFINE_PRODUCTS = 3
 
 
-def refine_squarings(orders, log2_b, a, a2, l1, l2, s, log2_tol):
+def refine_squarings(orders, log2_b, a, a2, l1, l2, s, log2_tol, matmul: Matmul):
     """A sharper s for the top order from the norms of A^8 and A^9.
 
     The first two neglected powers p in {16, 17, 18} are bounded by products of
@@ -135,7 +135,7 @@ def refine_squarings(orders, log2_b, a, a2, l1, l2, s, log2_tol):
     return jnp.minimum(s, refined.astype(s.dtype))
 
 
-def square(family: str, t: jax.Array, x: jax.Array, s: jax.Array) -> jax.Array:
+def square(family: str, t: jax.Array, x: jax.Array, s: jax.Array, matmul: Matmul) -> jax.Array:
     """Undo the scaling: s_i squaring steps on member i, one loop to the largest s.
 
     exp: T <- T T. phi1: phi1(2X) = phi1(X) + phi1(X) X phi1(X) / 2, with X doubling.
@@ -251,7 +251,7 @@ def where_entries(mask: np.ndarray, new, old: jax.Array) -> jax.Array:
     return jnp.where(np.broadcast_to(mask, old.shape), new, old)
 
 
-def _triangular_step(a: jax.Array, s: jax.Array, depth: int):
+def _triangular_step(a: jax.Array, s: jax.Array, depth: int, matmul: Matmul):
     """X_{j+1} = X_j X_j with the exact band of exp(2^-(s-j-1) A), for members with j < s."""
     band = band_mask(a.shape[-1], depth)
 
@@ -262,7 +262,9 @@ def _triangular_step(a: jax.Array, s: jax.Array, depth: int):
     return step
 
 
-def square_triangular(t: jax.Array, a: jax.Array, s: jax.Array, depth: int = 0) -> jax.Array:
+def square_triangular(
+    t: jax.Array, a: jax.Array, s: jax.Array, depth: int, matmul: Matmul
+) -> jax.Array:
     """Squaring that recomputes the diagonal and superdiagonal of upper triangular ``a``.
 
     X_0 = T with the exact band of exp(2^-s A); X_{j+1} = X_j X_j with the exact band of
@@ -271,11 +273,11 @@ def square_triangular(t: jax.Array, a: jax.Array, s: jax.Array, depth: int = 0) 
     section 2.3 and Code Fragment 2.1).
     """
     x0 = where_entries(band_mask(a.shape[-1], depth), band_values(a, s, depth), t)
-    return lax.fori_loop(0, jnp.max(s, initial=0), _triangular_step(a, s, depth), x0)
+    return lax.fori_loop(0, jnp.max(s, initial=0), _triangular_step(a, s, depth, matmul), x0)
 
 
 def square_triangular_transpose(
-    t: jax.Array, a: jax.Array, s: jax.Array, depth: int, g: jax.Array
+    t: jax.Array, a: jax.Array, s: jax.Array, depth: int, g: jax.Array, matmul: Matmul
 ) -> tuple[jax.Array, jax.Array]:
     """The transpose of the tangent of ``square_triangular`` at (t, a), applied to ``g``.
 
@@ -284,7 +286,7 @@ def square_triangular_transpose(
     memory stays that of a few matrices while the products grow as s^2 / 2.
     """
     band = band_mask(a.shape[-1], depth)
-    step = _triangular_step(a, s, depth)
+    step = _triangular_step(a, s, depth, matmul)
     x0 = where_entries(band, band_values(a, s, depth), t)
 
     def through_band(g, k, active):

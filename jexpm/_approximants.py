@@ -17,6 +17,7 @@ loop of Xiao and Liu (2020) that the paper compares against.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -28,7 +29,7 @@ from jax import lax
 from . import _algorithm as alg
 from . import _coefficients as C
 from . import _polynomials as P
-from ._products import matmul
+from . import _products
 
 FAMILIES = ("exp", "phi1")
 
@@ -75,6 +76,8 @@ class Taylor:
       formulas: the formulas of orders[1:], called as f(A, A2).
       log2_b: per order, log2 of the coefficients bounding the two first neglected
         terms, b_{m+1} and b_{m+2} (b_16 of 15+ is its degree-16 coefficient error).
+      product_form: the form of every matrix product (``_products.FORMS``), or None
+        for the measured choice per size and backend.
     """
 
     method: str
@@ -84,6 +87,7 @@ class Taylor:
     first: Callable[[jax.Array], jax.Array]
     formulas: tuple[P.Formula, ...]
     log2_b: tuple[tuple[float, float], ...]
+    product_form: str | None = None
 
     @property
     def shift(self) -> int:
@@ -93,6 +97,15 @@ class Taylor:
     def order(self, index: jax.Array) -> jax.Array:
         """The Taylor order m of each member (15 stands for 15+)."""
         return jnp.asarray(self.orders, jnp.int32)[index]
+
+    def matmul(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        """A matrix product in this approximant's form."""
+        return _products.matmul(a, b, self.product_form)
+
+    @functools.cached_property
+    def _formulas(self) -> tuple[Callable[[jax.Array, jax.Array], jax.Array], ...]:
+        """The formulas of orders[1:] with this approximant's product."""
+        return tuple((lambda a, a2, f=f: f(a, a2, self.matmul)) for f in self.formulas)
 
     def compute(self, a: jax.Array, tol: float, triangular: bool | None = None):
         """Choose the path on device and evaluate it.
@@ -125,20 +138,22 @@ class Taylor:
             return self.first(a), Path(zeros, zeros, zeros.astype(bool)), zeros
 
         def higher():
-            a2 = matmul(a, a)
+            a2 = self.matmul(a, a)
             n2 = alg.norm1(a2)
             l2 = jnp.fmin(jnp.log2(n2), 2 * l1).astype(l1.dtype)
             index, s = alg.select(self.orders, self.log2_b, l1, l2, log2_tol)
             refine = jnp.any((s > alg.REFINE_MIN_SQUARINGS) & (2 * l1 - l2 > alg.REFINE_GAP_BITS))
             s = lax.cond(
                 refine,
-                lambda: alg.refine_squarings(self.orders, self.log2_b, a, a2, l1, l2, s, log2_tol),
+                lambda: alg.refine_squarings(
+                    self.orders, self.log2_b, a, a2, l1, l2, s, log2_tol, self.matmul
+                ),
                 lambda: s,
             )
 
             def unscaled():
                 return (
-                    lax.switch(index - 1, self.formulas, a, a2),
+                    lax.switch(index - 1, self._formulas, a, a2),
                     jnp.bool_(False),
                     jnp.bool_(False),
                 )
@@ -147,8 +162,8 @@ class Taylor:
                 x = alg.scale(a, s)
                 # A2 overflowed although A is finite: form it again from the scaled A.
                 redo = jnp.any(~(n2 < jnp.inf) & finite)
-                x2 = lax.cond(redo, lambda: matmul(x, x), lambda: alg.scale(a2, 2 * s))
-                t = lax.switch(index - 1, self.formulas, x, x2)
+                x2 = lax.cond(redo, lambda: self.matmul(x, x), lambda: alg.scale(a2, 2 * s))
+                t = lax.switch(index - 1, self._formulas, x, x2)
                 return *self._square(t, x, a, s, triangular), redo
 
             t, banded, redo = lax.cond(jnp.any(s > 0), scaled, unscaled)
@@ -172,26 +187,27 @@ class Taylor:
     def _square(self, t, x, a, s, triangular: bool | None):
         """(squared result, whether the triangular band was recomputed)."""
         if not self.squares_triangular or triangular is False:
-            return alg.square(self.family, t, x, s), jnp.bool_(False)
+            return alg.square(self.family, t, x, s, self.matmul), jnp.bool_(False)
         if triangular:
-            return alg.square_triangular(t, a, s), jnp.bool_(True)
+            return alg.square_triangular(t, a, s, 0, self.matmul), jnp.bool_(True)
         return lax.cond(
             jnp.all(jnp.tril(a, -1) == 0),
-            lambda: (alg.square_triangular(t, a, s), jnp.bool_(True)),
-            lambda: (alg.square(self.family, t, x, s), jnp.bool_(False)),
+            lambda: (alg.square_triangular(t, a, s, 0, self.matmul), jnp.bool_(True)),
+            lambda: (alg.square(self.family, t, x, s, self.matmul), jnp.bool_(False)),
         )
 
     def polynomial(self, x: jax.Array, index: jax.Array) -> jax.Array:
         """T_m(X) for the order of ``index`` (the largest over the batch)."""
         branches = [lambda: self.first(x)] + [
-            (lambda f=f: f(x, matmul(x, x))) for f in self.formulas
+            (lambda f=f: f(x, self.matmul(x, x))) for f in self._formulas
         ]
         return lax.switch(jnp.max(index, initial=0), branches)
 
     def _plain(self, a: jax.Array, path: Path) -> jax.Array:
         """T_m(2^-s A), squared s times: a polynomial in A."""
         x = alg.scale(a, path.squarings)
-        return alg.square(self.family, self.polynomial(x, path.index), x, path.squarings)
+        t = self.polynomial(x, path.index)
+        return alg.square(self.family, t, x, path.squarings, self.matmul)
 
     def evaluate(self, a: jax.Array, path: Path, depth: int = 0) -> jax.Array:
         """The approximant of ``path`` as a function of A, which the derivative rules differentiate.
@@ -218,8 +234,8 @@ class Taylor:
             upper = alg.where_entries(alg.upper_mask(a.shape[-1], depth), a, jnp.zeros_like(a))
             x = alg.scale(upper, path.squarings)
             t = self.polynomial(x, path.index)
-            exact = alg.square_triangular(t, upper, path.squarings, depth)
-            change = exact - alg.square(self.family, t, x, path.squarings)
+            exact = alg.square_triangular(t, upper, path.squarings, depth, self.matmul)
+            change = exact - alg.square(self.family, t, x, path.squarings, self.matmul)
             return plain() + jnp.where(path.triangular[..., None, None], change, 0)
 
         # Each branch forms its own result, so that none is live across the other.
@@ -244,7 +260,7 @@ class Taylor:
             s = path.squarings
             x = alg.scale(upper, s)
             t = self.polynomial(x, path.index)
-            g_t, g_a = alg.square_triangular_transpose(t, upper, s, depth, g)
+            g_t, g_a = alg.square_triangular_transpose(t, upper, s, depth, g, self.matmul)
             g_x = polynomial_transpose(lambda x: self.polynomial(x, path.index), x, g_t)
             exact = g_a + alg.scale(g_x, s)
             change = exact - polynomial_transpose(lambda x: self._plain(x, path), upper, g)
@@ -326,8 +342,13 @@ class Baseline:
 
     family: str
     method: str = "baseline"
+    product_form: str | None = None
     #: The published loop squares plainly.
     squares_triangular = False
+
+    def matmul(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        """A matrix product in this approximant's form."""
+        return _products.matmul(a, b, self.product_form)
 
     @property
     def shift(self) -> int:
@@ -348,7 +369,7 @@ class Baseline:
 
     def _next_term(self, x: jax.Array, t: jax.Array, j) -> jax.Array:
         """Term j + 1 from term j."""
-        return matmul(x, t) / (j + 1 + self.shift).astype(x.dtype)
+        return self.matmul(x, t) / (j + 1 + self.shift).astype(x.dtype)
 
     def compute(self, a: jax.Array, tol: float, triangular: bool | None = None):
         """Sum terms until each member's last is below tol; see ``Taylor.compute``.
@@ -377,7 +398,7 @@ class Baseline:
 
         init = (alg.identity_like(a), t, active, jnp.zeros(a1.shape, jnp.int32), jnp.int32(1))
         total, _, _, terms, _ = lax.while_loop(cond, body, init)
-        result = alg.square(self.family, total, x, s)
+        result = alg.square(self.family, total, x, s, self.matmul)
         products = terms + alg.squaring_products(self.family) * s
         path = Path(terms, s, jnp.zeros(s.shape, bool))
         return alg.mask_nonfinite(result, finite), path, products
@@ -398,7 +419,7 @@ class Baseline:
 
         init = (alg.identity_like(a), self._first_term(x))
         total, _ = lax.fori_loop(1, jnp.max(terms, initial=0) + 1, body, init)
-        return alg.square(self.family, total, x, s)
+        return alg.square(self.family, total, x, s, self.matmul)
 
     def transpose(self, a: jax.Array, g: jax.Array, path: Path, depth: int = 0) -> jax.Array:
         """The transpose of the tangent of ``evaluate`` at ``a``, applied to ``g``."""
@@ -412,3 +433,15 @@ APPROXIMANTS: dict[tuple[str, str], Approximant] = {
     **TAYLOR,
     **{("baseline", family): Baseline(family) for family in FAMILIES},
 }
+
+
+@functools.cache
+def approximant(method: str, family: str, product_form: str | None = None) -> Approximant:
+    """The approximant of ``method`` and ``family``, with every product in ``product_form``.
+
+    One object per argument tuple, so that compiled functions keyed on it are shared.
+    """
+    base = APPROXIMANTS[method, family]
+    if product_form is None:
+        return base
+    return dataclasses.replace(base, product_form=_products.check_form(product_form))

@@ -38,6 +38,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import ShapedArray
 from jax.custom_batching import custom_vmap
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
@@ -216,7 +217,7 @@ def _frechet_impl(a, e, *path, approximant, max_squarings, depth, transposed):
 
 def _frechet_abstract_eval(a, e, *path, **params):
     del a, path, params
-    return jax.core.ShapedArray(e.shape, e.dtype)
+    return ShapedArray(e.shape, e.dtype)
 
 
 def _corner(g: jax.Array) -> jax.Array:

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
+from . import _approximants as approximants
 from . import _options as opt
-from ._approximants import APPROXIMANTS
 from ._derivatives import approximate, frechet
 from ._options import Method
 
@@ -38,16 +38,19 @@ def _approximant_call(
     tol: float | None,
     triangular: bool | None = None,
     max_squarings: int | None = None,
+    product_form: str | None = None,
 ):
     """The one path of every function: working dtype, default tol, empty input.
 
     ``a`` is an inexact (..., n, n) array; returns (result in a's dtype, ExpmInfo).
+    ``product_form`` (private, static) fixes the form of every matrix product
+    (``_products.FORMS``) instead of the measured choice per size and backend.
     """
     batch = a.shape[:-2]
     if a.shape[-1] == 0:
         zeros = jnp.zeros(batch, jnp.int32)
         return a, ExpmInfo(zeros, zeros, zeros)
-    approximant = APPROXIMANTS[method, family]
+    approximant = approximants.approximant(method, family, product_form)
     tol = opt.tolerance(tol, a.dtype)
     work = a.astype(opt.working_dtype(a.dtype))
     result, path, products = approximate(approximant, tol, triangular, max_squarings, work)
@@ -191,12 +194,19 @@ def expm(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("upper_triangular", "max_squarings", "tol", "method", "return_info"),
+    static_argnames=(
+        "upper_triangular",
+        "max_squarings",
+        "tol",
+        "method",
+        "return_info",
+        "product_form",
+    ),
 )
-def _expm(a, *, upper_triangular, max_squarings, tol, method, return_info):
+def _expm(a, *, upper_triangular, max_squarings, tol, method, return_info, product_form=None):
     triangular = True if upper_triangular else None
     result, info = _approximant_call(
-        _square_input(a, "expm"), "exp", method, tol, triangular, max_squarings
+        _square_input(a, "expm"), "exp", method, tol, triangular, max_squarings, product_form
     )
     return (result, info) if return_info else result
 
@@ -397,7 +407,7 @@ def _expm_frechet(a, e, *, tol, method, compute_expm):
     dtype = a.dtype
     if a.shape[-1] == 0:
         return (a, e) if compute_expm else e
-    approximant = APPROXIMANTS[method, "exp"]
+    approximant = approximants.approximant(method, "exp")
     work = opt.working_dtype(dtype)
     a, e = a.astype(work), e.astype(work)
     x, path, _ = approximate(approximant, opt.tolerance(tol, dtype), None, None, a)

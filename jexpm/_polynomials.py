@@ -1,7 +1,8 @@
 """Evaluation formulas for the Taylor-type approximants (the scaled polynomial T_m).
 
 Each formula takes the scaled matrix ``a``, its square ``a2`` (already computed, and
-counted, by the caller) and returns T_m(a). Coefficients come from _coefficients.py;
+counted, by the caller) and the product to use (``_products.matmul`` in a chosen
+form), and returns T_m(a). Coefficients come from _coefficients.py;
 the shapes are those of [S18]/[S25] (opt15) and of Paterson and Stockmeyer (1973)
 (ps). The number of products a formula uses, A2 included, is in ``Scheme.products``.
 """
@@ -14,9 +15,9 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from ._products import matmul
+from ._products import Matmul
 
-Formula = Callable[[jax.Array, jax.Array], jax.Array]
+Formula = Callable[[jax.Array, jax.Array, Matmul], jax.Array]
 
 
 def _plus_identity(x: jax.Array, c: float) -> jax.Array:
@@ -31,13 +32,13 @@ def linear(c0: float, c1: float) -> Callable[[jax.Array], jax.Array]:
 
 def quadratic(c: Sequence[float]) -> Formula:
     """Order 2: c0 I + c1 A + c2 A2."""
-    return lambda a, a2: _plus_identity(c[1] * a + c[2] * a2, c[0])
+    return lambda a, a2, matmul: _plus_identity(c[1] * a + c[2] * a2, c[0])
 
 
 def sastre4(c: Sequence[float]) -> Formula:
     """Order 4: ((c5 A2 + A) c4 + I)(c3 A2) + c2 A + c1 I (one product)."""
 
-    def formula(a: jax.Array, a2: jax.Array) -> jax.Array:
+    def formula(a: jax.Array, a2: jax.Array, matmul: Matmul) -> jax.Array:
         left = _plus_identity((c[4] * a2 + a) * c[3], 1.0)
         return _plus_identity(matmul(left, c[2] * a2) + c[1] * a, c[0])
 
@@ -48,7 +49,7 @@ def sastre8(c: Sequence[float]) -> Formula:
     """Order 8 [S18, eq. (35)]: two products after A2."""
     c1, c2, c3, c4, c5, c6, c7, c8, c9 = c
 
-    def formula(a: jax.Array, a2: jax.Array) -> jax.Array:
+    def formula(a: jax.Array, a2: jax.Array, matmul: Matmul) -> jax.Array:
         y0 = matmul(a2, c1 * a2 + c2 * a)
         t = matmul(y0 + c3 * a2 + c4 * a, y0 + c5 * a2)
         return _plus_identity(t + c6 * y0 + c7 * a2 + c8 * a, c9)
@@ -60,7 +61,7 @@ def sastre15(c: Sequence[float]) -> Formula:
     """Order 15+ [S18, Table 7; S25]: three products after A2, exact to degree 15."""
     c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16 = c
 
-    def formula(a: jax.Array, a2: jax.Array) -> jax.Array:
+    def formula(a: jax.Array, a2: jax.Array, matmul: Matmul) -> jax.Array:
         y0 = matmul(a2, c1 * a2 + c2 * a)
         y1 = matmul(y0 + c3 * a2 + c4 * a, y0 + c5 * a2) + c6 * y0 + c7 * a2
         # The tail and the two last factors are combined as soon as y1 exists, so that
@@ -84,7 +85,7 @@ def paterson_stockmeyer(coeffs: Sequence[float]) -> Formula:
     if m < 2 or rem:
         raise ValueError(f"Paterson-Stockmeyer needs q | m with m >= 2, got m={m}")
 
-    def formula(a: jax.Array, a2: jax.Array) -> jax.Array:
+    def formula(a: jax.Array, a2: jax.Array, matmul: Matmul) -> jax.Array:
         powers = [jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape), a, a2]
         for _ in range(3, q + 1):
             powers.append(matmul(powers[-1], a))

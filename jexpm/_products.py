@@ -16,7 +16,7 @@ float32, four products with their linear combinations: 186 ms against 4.5 ms).
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -65,37 +65,26 @@ def _matmul_broadcast_jvp(primals, tangents):
 
 
 FORMS = {"dot": matmul_dot, "broadcast": matmul_broadcast}
-_forced: str | None = None
+Matmul = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def formulation(n: int, itemsize: int) -> str:
     """The product form for n x n matrices of ``itemsize``-byte entries on the default backend."""
-    if _forced is not None:
-        return _forced
     if n <= _tuning.for_backend().broadcast_max_n.get(itemsize, 0):
         return "broadcast"
     return "dot"
 
 
-@contextlib.contextmanager
-def forced_formulation(name: str):
-    """Trace every product in form ``name`` inside the block, to time one form.
+def check_form(form: str | None) -> str | None:
+    """``form`` if it is None (the measured choice) or one of :data:`FORMS`."""
+    if form is not None and form not in FORMS:
+        raise ValueError(f"unknown product form {form!r}; expected one of {list(FORMS)}")
+    return form
 
-    Clears JAX's compilation caches on entry and exit, since the form is a trace-time
-    choice that compiled functions would otherwise keep.
+
+def matmul(a: jax.Array, b: jax.Array, form: str | None = None) -> jax.Array:
+    """Batched ``a @ b`` for square (..., n, n) operands.
+
+    ``form`` is a static choice: None takes :func:`formulation`'s, at trace time.
     """
-    global _forced
-    if name not in FORMS:
-        raise ValueError(f"unknown product form {name!r}; expected one of {list(FORMS)}")
-    jax.clear_caches()
-    _forced = name
-    try:
-        yield
-    finally:
-        _forced = None
-        jax.clear_caches()
-
-
-def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Batched ``a @ b`` for square (..., n, n) operands, formulation chosen at trace time."""
-    return FORMS[formulation(a.shape[-1], a.dtype.itemsize)](a, b)
+    return FORMS[form or formulation(a.shape[-1], a.dtype.itemsize)](a, b)

@@ -63,8 +63,12 @@ PRIVATE_IMPORTS = {
         "at its first call, with jexpm's own rule and message; both packages ship in one "
         "distribution and version, so the rule cannot drift"
     ),
+    ("benchmarks/product_forms.py", "jexpm._expm"): (
+        "expm_in_form: the product-form benchmark compiles expm with each form, through "
+        "the computation's private static option"
+    ),
     ("benchmarks/product_forms.py", "jexpm._products"): (
-        "expm_in_form: the product-form benchmark compiles expm with each form"
+        "the forms it compares and the measured choice it reports"
     ),
     ("benchmarks/product_forms.py", "jexpm._tuning"): (
         "the product-form benchmark reports the tuning constant it regenerates"
