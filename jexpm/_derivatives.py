@@ -52,30 +52,26 @@ from ._approximants import Approximant, Path
 
 # Large batches are worked through in sequential slices (``lax.map``); each slice
 # shares one order, each member keeps its squarings.
-#  * On the CPU, slices of about CACHE_CHUNK_BYTES per matrix array keep the
-#    polynomial's intermediates in cache. Float32 expm on a 2-core CPU, 1-norm 2:
-#    65536x6x6 32 -> 10 ms, 16384x12x12 60 -> 23 ms, 4096x24x24 32 -> 10 ms.
-#  * The Frechet derivative (the backward pass) also uses at least MEMORY_CHUNKS slices
-#    for batches of MEMORY_CHUNK_MIN_BATCH or more, on any backend: its working set
-#    (the polynomial and its tangent) shrinks accordingly; for (64, 48, 48) float32 the
-#    compiled scratch memory fell from 13x to 3.5x the input, and the time did not rise.
-# The values are the CPU's measured constants in _tuning.py (with the commands that
-# regenerate them; docs/design.md, sections 5 and 6); CACHE_CHUNK_BYTES is only used
-# on the CPU.
-CACHE_CHUNK_BYTES = _tuning.CPU.cache_chunk_bytes
-MEMORY_CHUNKS = _tuning.CPU.memory_chunks
-MEMORY_CHUNK_MIN_BATCH = _tuning.CPU.memory_chunk_min_batch
+#  * Where the backend's tuning asks for it (the CPU), slices of about
+#    ``cache_chunk_bytes`` per matrix array keep the polynomial's intermediates in
+#    cache.
+#  * The Frechet derivative (the backward pass) also uses at least ``memory_chunks``
+#    slices for batches of ``memory_chunk_min_batch`` or more: its working set (the
+#    polynomial and its tangent) shrinks accordingly.
+# The measured values and the commands that regenerate them are in _tuning.py
+# (docs/design.md, sections 5 and 6).
 
 
 def _chunk_count(x: jax.Array, batch: tuple[int, ...], for_memory: bool) -> int:
     """How many slices to cut the flattened batch of ``x`` into (a divisor of it)."""
+    tuning = _tuning.for_backend()
     count = math.prod(batch)
     want = 1
-    if jax.default_backend() == "cpu":
+    if tuning.cache_chunk_bytes:
         per_member = math.prod(x.shape[len(batch) :]) * x.dtype.itemsize
-        want = count // max(1, CACHE_CHUNK_BYTES // per_member)
-    if for_memory and count >= MEMORY_CHUNK_MIN_BATCH:
-        want = max(want, MEMORY_CHUNKS)
+        want = count // max(1, tuning.cache_chunk_bytes // per_member)
+    if for_memory and count >= tuning.memory_chunk_min_batch:
+        want = max(want, tuning.memory_chunks)
     return next(d for d in range(max(want, 1), 0, -1) if count % d == 0)
 
 
