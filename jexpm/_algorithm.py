@@ -61,33 +61,44 @@ def _squarings_for(log2_err: jax.Array, log2_tol: float, p: int, dtype) -> jax.A
     return jnp.clip(s, 0, max_squarings(dtype))
 
 
-def select(orders, log2_b, l1: jax.Array, l2: jax.Array, log2_tol: float):
+def select(orders, stored, log2_b, logs: tuple[jax.Array, ...], log2_tol: float):
     """Order index (shared by the batch) and squarings (per member) for orders >= 2.
 
     Args:
       orders: the Taylor orders m, cheapest first.
+      stored: per order, the highest power A^j its formula stores (m = j k).
       log2_b: per order, log2 of the bounds b_{m+1}, b_{m+2} of the neglected terms.
-      l1: per-member log2 of ||A||_1.
-      l2: per-member log2 of the bound used for ||A^2||_1.
+      logs: per-member log2 of bounds of ||A||_1, ||A^2||_1, ... (+inf for a power
+        not formed).
       log2_tol: log2 of the tolerance.
 
     Returns:
       (index, s): scalar int32 index into ``orders`` and int32 squarings with
       the batch shape. Members with non-finite norms get s = 0.
     """
+    l1, l2 = logs[0], logs[1]
 
-    def log2_err(p: int, b: float) -> jax.Array:
+    def log2_err(i: int, p: int, b: float) -> jax.Array:
         # log2 b_p + log2 of the bound ||A^p|| <= ||A2||^(p//2) ||A||^(p%2); terms with
         # a zero exponent are left out so that 0 * (-inf) never appears.
         e = b + (p // 2) * l2
-        return e + l1 if p % 2 else e
+        e = e + l1 if p % 2 else e
+        j = stored[i]
+        if j <= 2 or j > len(logs):
+            return e
+        # Where A^j (j > 2) was formed, also the authors' bound for m = j k (Sastre et
+        # al. 2025, code hipersc/MatrixFunctions, select_m_s_expm_ps):
+        # ||A^(m+1)|| <= ||A^j||^k ||A||, ||A^(m+2)|| <= ||A^j||^k ||A2||.
+        k = orders[i] // j
+        with_j = b + k * logs[j - 1] + (l1 if p == orders[i] + 1 else l2)
+        return jnp.fmin(e, with_j)
 
     top = len(orders) - 1
     member = jnp.full(l1.shape, top, dtype=jnp.int32)
     errors = {}
     for i in range(top, 0, -1):
         m = orders[i]
-        errors[i] = [log2_err(m + 1 + j, log2_b[i][j]) for j in range(2)]
+        errors[i] = [log2_err(i, m + 1 + j, log2_b[i][j]) for j in range(2)]
         ok = (errors[i][0] <= log2_tol) & (errors[i][1] <= log2_tol)
         member = jnp.where(ok, i, member)
     index = jnp.max(member, initial=1)

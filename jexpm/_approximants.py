@@ -73,7 +73,10 @@ class Taylor:
       orders: the Taylor orders m, cheapest first (15 stands for 15+).
       products: matrix products of each order's evaluation, A2 included.
       first: the order-1 formula, which needs no A2.
-      formulas: the formulas of orders[1:], called as f(A, A2).
+      formulas: the formulas of orders[1:], called as f((A, A2, ...), matmul).
+      stored: per order, the highest power A^j its formula stores (m = j k; 15+
+        counts as j = 2). ``compute`` forms A^j for j > 2 only when the batch reaches
+        an order that stores it, and then also bounds with its norm.
       log2_b: per order, log2 of the coefficients bounding the two first neglected
         terms, b_{m+1} and b_{m+2} (b_16 of 15+ is its degree-16 coefficient error).
       product_form: the form of every matrix product (``_products.FORMS``), or None
@@ -87,6 +90,7 @@ class Taylor:
     first: Callable[[jax.Array], jax.Array]
     formulas: tuple[P.Formula, ...]
     log2_b: tuple[tuple[float, float], ...]
+    stored: tuple[int, ...]
     product_form: str | None = None
 
     @property
@@ -103,9 +107,43 @@ class Taylor:
         return _products.matmul(a, b, self.product_form)
 
     @functools.cached_property
-    def _formulas(self) -> tuple[Callable[[jax.Array, jax.Array], jax.Array], ...]:
+    def _formulas(self) -> tuple[Callable[[tuple[jax.Array, ...]], jax.Array], ...]:
         """The formulas of orders[1:] with this approximant's product."""
-        return tuple((lambda a, a2, f=f: f(a, a2, self.matmul)) for f in self.formulas)
+        return tuple((lambda powers, f=f: f(powers, self.matmul)) for f in self.formulas)
+
+    def _powers(self, a: jax.Array, a2: jax.Array, n2, l1, log2_tol: float):
+        """(index, s, powers, formed, overflow): the selection, forming A^3, ... as needed.
+
+        A^j (j > 2) is formed, as A^(j-1) A, only when the batch's order so far stores
+        it; its norm then sharpens the bounds and the order is chosen again (never
+        higher). Powers not formed are zeros with log2 norm +inf; ``formed`` says which
+        were (scalar bools, for A^3 onwards); ``overflow`` marks members with a power
+        whose norm is not finite.
+        """
+        l2 = jnp.fmin(jnp.log2(n2), 2 * l1).astype(l1.dtype)
+        powers, logs, formed, overflow = [a, a2], [l1, l2], [], ~(n2 < jnp.inf)
+        index, s = alg.select(self.orders, self.stored, self.log2_b, tuple(logs), log2_tol)
+        for j in range(3, max(self.stored) + 1):
+            need = index >= self.stored.index(j)
+            previous, l_previous = powers[-1], logs[-1]
+
+            def form(previous=previous, l_previous=l_previous):
+                power = self.matmul(previous, a)
+                norm = alg.norm1(power)
+                l_power = jnp.fmin(jnp.log2(norm), l_previous + l1).astype(l1.dtype)
+                return power, l_power, ~(norm < jnp.inf)
+
+            def skip():
+                inf = jnp.full(l1.shape, jnp.inf, l1.dtype)
+                return jnp.zeros_like(a), inf, jnp.zeros(l1.shape, bool)
+
+            power, l_power, bad = lax.cond(need, form, skip)
+            powers.append(power)
+            logs.append(l_power)
+            formed.append(need)
+            overflow = overflow | bad
+            index, s = alg.select(self.orders, self.stored, self.log2_b, tuple(logs), log2_tol)
+        return index, s, tuple(powers), tuple(formed), overflow
 
     def compute(self, a: jax.Array, tol: float, triangular: bool | None = None):
         """Choose the path on device and evaluate it.
@@ -141,7 +179,7 @@ class Taylor:
             a2 = self.matmul(a, a)
             n2 = alg.norm1(a2)
             l2 = jnp.fmin(jnp.log2(n2), 2 * l1).astype(l1.dtype)
-            index, s = alg.select(self.orders, self.log2_b, l1, l2, log2_tol)
+            index, s, powers, formed, overflow = self._powers(a, a2, n2, l1, log2_tol)
             refine = jnp.any((s > alg.REFINE_MIN_SQUARINGS) & (2 * l1 - l2 > alg.REFINE_GAP_BITS))
             s = lax.cond(
                 refine,
@@ -152,25 +190,42 @@ class Taylor:
             )
 
             def unscaled():
-                return (
-                    lax.switch(index - 1, self._formulas, a, a2),
-                    jnp.bool_(False),
-                    jnp.bool_(False),
-                )
+                t = lax.switch(index - 1, self._formulas, powers)
+                return t, jnp.bool_(False), jnp.int32(0)
 
             def scaled():
                 x = alg.scale(a, s)
-                # A2 overflowed although A is finite: form it again from the scaled A.
-                redo = jnp.any(~(n2 < jnp.inf) & finite)
-                x2 = lax.cond(redo, lambda: self.matmul(x, x), lambda: alg.scale(a2, 2 * s))
-                t = lax.switch(index - 1, self._formulas, x, x2)
-                return *self._square(t, x, a, s, triangular), redo
+                # A power overflowed although A is finite (its norm is not finite):
+                # form the powers again from the scaled A.
+                redo = jnp.any(overflow & finite)
+                again = (jnp.bool_(True), *formed)
 
-            t, banded, redo = lax.cond(jnp.any(s > 0), scaled, unscaled)
+                def reform():
+                    out = [x]
+                    for need in again:
+                        previous = out[-1]
+                        out.append(
+                            lax.cond(
+                                need,
+                                lambda previous=previous: self.matmul(previous, x),
+                                lambda: jnp.zeros_like(x),
+                            )
+                        )
+                    return tuple(out)
+
+                def rescale():
+                    return tuple(alg.scale(p, (j + 1) * s) for j, p in enumerate(powers))
+
+                xs = lax.cond(redo, reform, rescale)
+                t = lax.switch(index - 1, self._formulas, xs)
+                extra = redo.astype(jnp.int32) * sum(f.astype(jnp.int32) for f in again)
+                return *self._square(t, x, a, s, triangular), extra
+
+            t, banded, redo_products = lax.cond(jnp.any(s > 0), scaled, unscaled)
             products = (
                 jnp.asarray(self.products, jnp.int32)[index]
                 + alg.squaring_products(self.family) * s
-                + redo.astype(jnp.int32)
+                + redo_products
                 + alg.REFINE_PRODUCTS * refine.astype(jnp.int32)
             )
             path = Path(jnp.full(batch, index), s, jnp.full(batch, banded))
@@ -199,7 +254,7 @@ class Taylor:
     def polynomial(self, x: jax.Array, index: jax.Array) -> jax.Array:
         """T_m(X) for the order of ``index`` (the largest over the batch)."""
         branches = [lambda: self.first(x)] + [
-            (lambda f=f: f(x, self.matmul(x, x))) for f in self._formulas
+            (lambda f=f: f((x, self.matmul(x, x)))) for f in self._formulas
         ]
         return lax.switch(jnp.max(index, initial=0), branches)
 
@@ -296,6 +351,7 @@ def _opt15(family: str) -> Taylor:
         first=P.linear(tay[0], tay[1]),
         formulas=(P.quadratic(tay), P.sastre4(c4), P.sastre8(c8), P.sastre15(c15)),
         log2_b=_log2_b(orders, shift, b16),
+        stored=(1, 2, 2, 2, 2),
     )
 
 
@@ -311,6 +367,8 @@ def _ps(family: str) -> Taylor:
         first=P.linear(tay[0], tay[1]),
         formulas=tuple(P.paterson_stockmeyer(P.taylor(m, shift)) for m in orders[1:]),
         log2_b=_log2_b(orders, shift, None),
+        # q = ceil(sqrt(m)) stored powers, as in the authors' J (hipersc/MatrixFunctions).
+        stored=(1, 2, 2, 3, 3, 4, 4),
     )
 
 

@@ -249,7 +249,7 @@ def _implemented_polynomial(scheme, i: int) -> np.ndarray:
     with jax.enable_x64(True):
         j = jnp.eye(N_SHIFT, k=1, dtype=jnp.float64)
         j2 = j @ j
-        t = scheme.first(j) if i == 0 else scheme.formulas[i - 1](j, j2, scheme.matmul)
+        t = scheme.first(j) if i == 0 else scheme.formulas[i - 1]((j, j2), scheme.matmul)
         t = np.asarray(t)
     assert t.dtype == np.float64
     row = t[0]
@@ -353,7 +353,7 @@ def test_product_counts_by_counting(key):
             scheme.first(a)
             counted = 0
         else:
-            scheme.formulas[i - 1](a, a2, counting)
+            scheme.formulas[i - 1]((a, a2), counting)
             counted = len(calls) + 1  # A2
         assert counted == PRODUCTS[method][m], (key, m, counted)
 
