@@ -1,11 +1,14 @@
 """Benchmarks of jexpm and of the matrix-exponential flows; not part of either package.
 
-Programs (each with ``--help`` and ``--quick``), writing to ``benchmarks/results/``:
+Programs (each with ``--help``; the first three with ``--quick``, writing to
+``benchmarks/results/``):
 
 * ``python -m benchmarks.expm``: expm speed, gradients and low precision;
 * ``python -m benchmarks.products``: the product form per matrix size;
 * ``python -m benchmarks.flows``: the Glow experiments of Xiao & Liu (2020) and the
   Taylor 15+ paper (training step, sampling, (m, s) in training, products and accuracy).
+* ``python -m benchmarks.device --out DIR``: the accelerator run in one command, within a
+  time budget, written to DIR (:mod:`benchmarks.device`; ``--smoke`` for tiny sizes).
 
 Modules: :mod:`benchmarks.harness` (timing, inputs, errors, reports),
 :mod:`benchmarks.isolation` (one measurement per process, with limits and deadlock

@@ -63,22 +63,30 @@ def _temp_ratio(compiled, nbytes: int) -> float | None:
     return None if analysis is None else analysis.temp_size_in_bytes / nbytes
 
 
-def run(cases: Sequence[tuple[Workload, float]], repeats: int, seed: int) -> harness.Section:
+def run(
+    cases: Sequence[tuple[Workload, float]],
+    repeats: int,
+    seed: int,
+    deadline: float | None = None,
+) -> harness.Section:
     """Forward, gradient and JVP time and compiled scratch memory, jexpm against jax.scipy.
 
     Args:
       cases: (workload, 1-norm) pairs, run in float32.
       repeats: timed calls per measurement.
       seed: random seed.
+      deadline: a ``time.perf_counter()`` after which the remaining cases are
+        skipped (and named under the table); None: no limit.
 
     Returns:
       One table.
     """
-    from tqdm import tqdm
-
     compiled: dict[tuple, Any] = {}  # (lib, kind, shape) -> compiled executable
-    rows = []
-    for w, norm in tqdm(cases, desc="grad", unit="case"):
+    rows, skipped = [], []
+    for w, norm in harness.progress(cases, desc="grad", unit="case"):
+        if harness.past(deadline):
+            skipped.append(f"{w.label} ‖A‖₁={norm:g}")
+            continue
         rng = np.random.default_rng([seed, ord(w.key)])
         x = jnp.asarray(harness.random_with_norm(rng, w.shape, norm, DTYPE))
         g = jnp.asarray(rng.standard_normal(w.shape).astype(DTYPE))
@@ -117,6 +125,6 @@ def run(cases: Sequence[tuple[Workload, float]], repeats: int, seed: int) -> har
         )
     return harness.Section(
         f"### Gradients, {DTYPE} (median ms; temp = compiled scratch memory / input "
-        f"bytes)\n\n{harness.markdown_table(HEADERS, rows)}",
+        f"bytes)\n\n{harness.markdown_table(HEADERS, rows)}{harness.skipped_note(skipped)}",
         harness.records(HEADERS, rows),
     )

@@ -34,6 +34,8 @@ from .harness import Section, markdown_table
 
 METHODS = ("baseline", "ps", "opt15", "jax.scipy")
 STAND_IN = "stand-in (I + A)"
+#: Under a deadline, a (shape, method) is not started with less time than this left.
+MIN_WORKER_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +178,13 @@ def _label(method: str, backend: str) -> str:
 
 
 def run(
-    shape_list: Sequence[Shape], net: str, repeats: int, cap: float | None, backend: str, bar
+    shape_list: Sequence[Shape],
+    net: str,
+    repeats: int,
+    cap: float | None,
+    backend: str,
+    bar,
+    deadline: float | None = None,
 ) -> Section:
     """Step times, expm share and sampling latency of every method on every shape.
 
@@ -188,6 +196,9 @@ def run(
         :func:`benchmarks.isolation.limit_for`).
       backend: JAX's default backend (which methods run pinned).
       bar: a tqdm progress bar, advanced once per (shape, method).
+      deadline: a ``time.perf_counter()`` by which every worker must have ended:
+        each gets at most the time left, and none starts with less than
+        :data:`MIN_WORKER_SECONDS` left (its row then says so); None: no deadline.
 
     Returns:
       Two tables per shape (training step, sampling latency).
@@ -197,12 +208,20 @@ def run(
         data[shape.name] = {}
         for method in (*METHODS, STAND_IN):
             bar.set_postfix_str(f"{shape.name} {method}")
+            walls = [r["wall_s"] for r in data[shape.name].values() if "wall_s" in r]
+            limit = isolation.limit_for(walls, cap)
+            if deadline is not None:
+                limit = min(limit, deadline - time.perf_counter())
             earlier = [data[s.name][method] for s in shape_list if s.name in data and s != shape]
-            if any("wall_s" not in r for r in earlier):
-                data[shape.name][method] = {"error": "skipped: did not finish on a smaller shape"}
+            skip = None
+            if limit < MIN_WORKER_SECONDS and deadline is not None:
+                skip = "skipped: time budget"
+            elif any("wall_s" not in r for r in earlier):
+                skip = "skipped: did not finish on a smaller shape"
+            if skip is not None:
+                data[shape.name][method] = {"error": skip}
                 bar.update()
                 continue
-            walls = [r["wall_s"] for r in data[shape.name].values() if "wall_s" in r]
             spec = {
                 "shape": dataclasses.asdict(shape),
                 "method": method,
@@ -210,7 +229,7 @@ def run(
                 "repeats": repeats,
             }
             pin = pinned(method, backend)
-            result = run_worker(spec, isolation.limit_for(walls, cap), pin_to_one_core=pin)
+            result = run_worker(spec, limit, pin_to_one_core=pin)
             data[shape.name][method] = result | {"pinned_to_one_core": pin}
             bar.update()
     parts = []

@@ -18,7 +18,7 @@ import platform
 import shlex
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,7 +76,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
       The table, one line per row, without a trailing newline.
     """
     cells = [[MISSING if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
         return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
@@ -108,10 +108,24 @@ def ratio(num: float | None, den: float | None) -> str | None:
 def random_with_norm(
     rng: np.random.Generator, shape: tuple[int, ...], norm: float, dtype: str
 ) -> np.ndarray:
-    """Gaussian matrices scaled to the given 1-norm per member, rounded to ``dtype``."""
+    """Gaussian matrices scaled to the given 1-norm per member, rounded to ``dtype``.
+
+    ``dtype`` may be one NumPy lacks, e.g. "bfloat16" (JAX's NumPy dtype for it).
+    """
+    import jax.numpy as jnp
+
     a = rng.standard_normal(shape)
     a *= (norm / np.abs(a).sum(axis=-2).max(axis=-1))[..., None, None]
-    return a.astype(dtype)
+    return a.astype(jnp.dtype(dtype))
+
+
+def expm_reference(x: np.ndarray) -> np.ndarray | None:
+    """``scipy.linalg.expm`` of a (k, n, n) stack in float64; None without SciPy."""
+    try:
+        import scipy.linalg
+    except ImportError:  # optional: the error columns then show dashes
+        return None
+    return scipy.linalg.expm(np.asarray(x, np.float64))
 
 
 def rel_err(x: np.ndarray, ref: np.ndarray) -> float:
@@ -127,6 +141,52 @@ def mp_expm(a: np.ndarray, dps: int = 50) -> np.ndarray:
     with mpmath.workdps(dps):
         e = mpmath.expm(mpmath.matrix(a.tolist()))
         return np.array(e.tolist(), dtype=float)
+
+
+class _Progress:
+    """The part of a tqdm bar the suites use, doing nothing (where tqdm is missing)."""
+
+    def __init__(self, iterable: Iterable[Any] | None = None, **kwargs: Any):
+        self.iterable = iterable
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.iterable or ())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
+    """``tqdm(iterable, **kwargs)``, or a silent stand-in where tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # optional: e.g. on a bare accelerator image
+        return _Progress(iterable, **kwargs)
+    return tqdm(iterable, **kwargs)
+
+
+def past(deadline: float | None) -> bool:
+    """Whether ``time.perf_counter()`` has passed ``deadline`` (never for None)."""
+    return deadline is not None and time.perf_counter() >= deadline
+
+
+def skipped_note(skipped: Sequence[str]) -> str:
+    """A report line naming the cases a time budget left out ("" when none)."""
+    if not skipped:
+        return ""
+    return f"\n\nSkipped for the time budget: {', '.join(skipped)}."
 
 
 def _cpu_model() -> str:

@@ -60,7 +60,8 @@ def matrix_exp_call(
     """A timing call of torch.linalg.matrix_exp on ``x``; None without torch.
 
     Args:
-      x: the input stack (..., n, n).
+      x: the input stack (..., n, n); a bfloat16 array (which torch cannot read from
+        NumPy) is read as float32 and computed in bfloat16.
       looped: exponentiate the members one at a time (a Python loop over the first axis).
       dtype: compute in this torch dtype (e.g. "bfloat16") and return float32.
 
@@ -69,11 +70,15 @@ def matrix_exp_call(
     """
     if torch is None:
         return None
+    if dtype is None and x.dtype.name == "bfloat16":
+        x, dtype = x.astype(np.float32), "bfloat16"
     t = torch.from_numpy(x).to(device())
     matrix_exp, stack = torch.linalg.matrix_exp, torch.stack
     if dtype is not None:
         t = t.to(getattr(torch, dtype))
-        return (lambda: matrix_exp(t).float()), _sync
-    if looped:
-        return (lambda: stack([matrix_exp(m) for m in t])), _sync
-    return (lambda: matrix_exp(t)), _sync
+
+    def call():
+        out = stack([matrix_exp(m) for m in t]) if looped else matrix_exp(t)
+        return out if dtype is None else out.float()
+
+    return call, _sync

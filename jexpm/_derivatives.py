@@ -62,9 +62,14 @@ from ._approximants import Approximant, Path
 # (docs/design.md, sections 5 and 6).
 
 
-def _chunk_count(x: jax.Array, batch: tuple[int, ...], for_memory: bool) -> int:
-    """How many slices to cut the flattened batch of ``x`` into (a divisor of it)."""
-    tuning = _tuning.for_backend()
+def _chunk_count(
+    x: jax.Array, batch: tuple[int, ...], for_memory: bool, tuning: _tuning.Tuning | None = None
+) -> int:
+    """How many slices to cut the flattened batch of ``x`` into (a divisor of it).
+
+    ``tuning`` defaults to the default backend's (``_tuning.for_backend()``).
+    """
+    tuning = tuning or _tuning.for_backend()
     count = math.prod(batch)
     want = 1
     if tuning.cache_chunk_bytes:
@@ -75,14 +80,16 @@ def _chunk_count(x: jax.Array, batch: tuple[int, ...], for_memory: bool) -> int:
     return next(d for d in range(max(want, 1), 0, -1) if count % d == 0)
 
 
-def in_chunks(fn, *args, for_memory: bool = False):
+def in_chunks(fn, *args, for_memory: bool = False, tuning: _tuning.Tuning | None = None):
     """fn(*args) over the flattened batch in sequential slices (see above).
 
     ``args`` are (..., n, n) matrices or per-member (...) arrays sharing the batch shape
-    of the first argument; ``fn`` returns a pytree of such arrays.
+    of the first argument; ``fn`` returns a pytree of such arrays. ``tuning`` (static)
+    slices as on another backend, e.g. ``_tuning.ACCELERATOR``: none for cache; default
+    the default backend's.
     """
     batch = args[0].shape[:-2]
-    chunks = _chunk_count(args[0], batch, for_memory)
+    chunks = _chunk_count(args[0], batch, for_memory, tuning)
     if chunks == 1:
         return fn(*args)
     count = math.prod(batch)
