@@ -63,8 +63,24 @@ def polynomial_transpose(evaluate: Callable[[jax.Array], jax.Array], a, g) -> ja
     return _transpose(jax.jvp(evaluate, (a,), (_transpose(g),))[1])
 
 
+class _Approximant:
+    """What every approximant derives from its ``family`` and ``product_form``."""
+
+    family: str
+    product_form: str | None
+
+    @property
+    def shift(self) -> int:
+        """Taylor coefficients are 1/(k + shift)!."""
+        return FAMILIES.index(self.family)
+
+    def matmul(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        """A matrix product in this approximant's form."""
+        return _products.matmul(a, b, self.product_form)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class Taylor:
+class Taylor(_Approximant):
     """Truncated Taylor series chosen from a table of orders, scaled and squared.
 
     Attributes:
@@ -93,18 +109,9 @@ class Taylor:
     stored: tuple[int, ...]
     product_form: str | None = None
 
-    @property
-    def shift(self) -> int:
-        """Taylor coefficients are 1/(k + shift)!."""
-        return FAMILIES.index(self.family)
-
     def order(self, index: jax.Array) -> jax.Array:
         """The Taylor order m of each member (15 stands for 15+)."""
         return jnp.asarray(self.orders, jnp.int32)[index]
-
-    def matmul(self, a: jax.Array, b: jax.Array) -> jax.Array:
-        """A matrix product in this approximant's form."""
-        return _products.matmul(a, b, self.product_form)
 
     @functools.cached_property
     def _formulas(self) -> tuple[Callable[[tuple[jax.Array, ...]], jax.Array], ...]:
@@ -392,7 +399,7 @@ BASELINE_MAX_TERMS = 200
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Baseline:
+class Baseline(_Approximant):
     """The Taylor loop of Xiao and Liu (2020): sum terms until one is below tol.
 
     Its path index is the number of terms summed, per member.
@@ -403,15 +410,6 @@ class Baseline:
     product_form: str | None = None
     #: The published loop squares plainly.
     squares_triangular = False
-
-    def matmul(self, a: jax.Array, b: jax.Array) -> jax.Array:
-        """A matrix product in this approximant's form."""
-        return _products.matmul(a, b, self.product_form)
-
-    @property
-    def shift(self) -> int:
-        """Taylor coefficients are 1/(k + shift)!."""
-        return FAMILIES.index(self.family)
 
     def order(self, index: jax.Array) -> jax.Array:
         """The number of Taylor terms summed."""
