@@ -110,6 +110,8 @@ def worker(spec: dict) -> dict:
     Returns:
       ``{"compile_s", "step_s", "sample_s": {batch: seconds}}``.
     """
+    import functools
+
     import jax
     import jax.numpy as jnp
     import optax
@@ -136,8 +138,11 @@ def worker(spec: dict) -> dict:
     model.initialize(train.dequantize_init_batch(jnp.asarray(images[:64]), 0))
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adamax(1e-3)
-    state = {"state": train.initial_state(params, tx)}
-    step = jax.jit(train.make_train_step(graphdef, tx, 0.999), donate_argnums=0)
+    state = {"state": train.create_train_state(params, tx)}
+    step = jax.jit(
+        functools.partial(train.train_step, graphdef=graphdef, tx=tx, ema_decay=0.999),
+        donate_argnums=0,
+    )
     batch = jnp.asarray(images[: shape.train_batch])
     key = jax.random.key(0)
 
@@ -148,7 +153,7 @@ def worker(spec: dict) -> dict:
     train_step()
     result: dict = {"compile_s": time.perf_counter() - t0}
     result["step_s"] = _median_seconds(train_step, spec["repeats"])
-    params = state["state"]["params"]
+    params = state["state"].params
     result["sample_s"] = {}
     for n in shape.sample_batches:
         sample = jax.jit(lambda p, k, n=n: nnx.merge(graphdef, p).sample(k, n, 0.7))

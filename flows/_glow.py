@@ -1,4 +1,4 @@
-"""Multi-scale Glow with matrix-exponential 1x1 convolutions and couplings."""
+"""Multi-scale Glow: flow steps, levels that own their reshaping, and the model."""
 
 from __future__ import annotations
 
@@ -9,96 +9,143 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _matexp
-from ._layers import (
-    COUPLINGS,
-    ActNorm,
-    AdditiveCoupling,
-    AffineCoupling,
-    MatrixExp1x1Conv,
-    MatrixExpCoupling,
-    Split,
-    check_image,
-    squeeze,
-    unsqueeze,
-)
+from . import _stacked
+from ._actnorm import ActNorm
+from ._bijector import Bijector, Chain, check_image
+from ._conv1x1 import MatrixExp1x1Conv
+from ._couplings import COUPLINGS, Coupling, CouplingOptions
+from ._matexp import check_method
+from ._reshaping import Split, Squeeze
 
 Latents = tuple[jax.Array, ...]
+Shape = tuple[int, int, int]
 
 
-class FlowStep(nnx.Module):
+class FlowStep(Chain):
     """One step of flow: ActNorm -> matrix-exp 1x1 conv -> coupling.
 
     Args:
-      height: input height.
-      width: input width.
-      channels: input channels.
-      coupling: "matrix_exp" (default), "affine" or "additive".
-      coupling_kw: keyword arguments for the coupling layer.
-      method: exponential method, one of ``flows.EXPM_METHODS``.
-      tol: tolerance for the jexpm methods.
-      param_dtype: dtype of the parameters.
+      shape: (height, width, channels) of the input.
+      coupling: a name in ``flows.COUPLINGS``.
+      options: the coupling's options; the 1x1 convolution uses their ``method``,
+        ``tol`` and ``param_dtype``.
       rngs: random streams.
+    """
+
+    def __init__(self, shape: Shape, *, coupling: str, options: CouplingOptions, rngs: nnx.Rngs):
+        h, w, c = shape
+        super().__init__(
+            actnorm=ActNorm(h, w, c, param_dtype=options.param_dtype, rngs=rngs),
+            conv=MatrixExp1x1Conv(
+                c,
+                method=options.method,
+                tol=options.tol,
+                param_dtype=options.param_dtype,
+                rngs=rngs,
+            ),
+            coupling=COUPLINGS[coupling].from_options(c, options, rngs=rngs),
+        )
+        self.actnorm: ActNorm
+        self.conv: MatrixExp1x1Conv
+        self.coupling: Coupling
+
+
+class Level(Bijector):
+    """One scale of Glow: squeeze, ``num_steps`` flow steps, then (except at the top) a split.
+
+    The steps' parameters are stacked along a leading axis and the steps run under
+    one ``nnx.scan``, so tracing and compiling a level costs one step whatever
+    ``num_steps`` is.
+
+    ``forward_and_log_det(x)`` returns ``((h, eps), log_det)``: h goes on to the next
+    level (at the top level it is the last latent) and eps is the latent the split
+    factors out (``None`` at the top level); ``inverse_and_log_det((h, eps))`` undoes it.
+
+    Args:
+      input_shape: (height, width, channels) of the input; height and width even.
+      num_steps: flow steps K >= 1.
+      split: whether the level ends with a :class:`Split`.
+      coupling: a name in ``flows.COUPLINGS``.
+      options: the couplings' options (see :class:`FlowStep`).
+      rngs: random streams; each step draws its own.
     """
 
     def __init__(
         self,
-        height: int,
-        width: int,
-        channels: int,
+        input_shape: Shape,
+        num_steps: int,
         *,
+        split: bool,
         coupling: str,
-        coupling_kw: dict,
-        method: str,
-        tol: float | None,
-        param_dtype,
+        options: CouplingOptions,
         rngs: nnx.Rngs,
     ):
-        self.actnorm = ActNorm(height, width, channels, param_dtype=param_dtype, rngs=rngs)
-        self.conv = MatrixExp1x1Conv(
-            channels, method=method, tol=tol, param_dtype=param_dtype, rngs=rngs
+        h, w, c = input_shape
+        self.input_shape = input_shape
+        self.step_shape = (h // 2, w // 2, 4 * c)
+        self.squeeze = Squeeze()
+
+        self.steps = _stacked.stack(
+            num_steps,
+            lambda rngs: FlowStep(self.step_shape, coupling=coupling, options=options, rngs=rngs),
+            rngs,
         )
-        if coupling == "matrix_exp":
-            self.coupling = MatrixExpCoupling(
-                channels, method=method, tol=tol, param_dtype=param_dtype, rngs=rngs, **coupling_kw
-            )
-        else:
-            cls = AffineCoupling if coupling == "affine" else AdditiveCoupling
-            kw = {k: v for k, v in coupling_kw.items() if k not in ("low_rank", "rank")}
-            self.coupling = cls(channels, param_dtype=param_dtype, rngs=rngs, **kw)
+        self.split = (
+            Split(self.step_shape[2], param_dtype=options.param_dtype, rngs=rngs) if split else None
+        )
 
-    def layers(self) -> tuple:
-        """The three bijectors in data-to-latent order."""
-        return (self.actnorm, self.conv, self.coupling)
+    @property
+    def latent_shape(self) -> Shape | None:
+        """Shape (without batch) of the latent the split factors out; None at the top."""
+        h, w, c = self.step_shape
+        return None if self.split is None else (h, w, c - c // 2)
 
-    def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Data to latent through the three layers."""
+    @property
+    def output_shape(self) -> Shape:
+        """Shape (without batch) of what goes on to the next level."""
+        h, w, c = self.step_shape
+        return (h, w, c) if self.split is None else (h, w, c // 2)
+
+    def _steps(self, x: jax.Array, *, inverse: bool = False, initialize: bool = False):
+        """X through every step (in reverse for the inverse), as one scan."""
+
+        def body(carry, step: FlowStep):
+            x, log_det = carry
+            if initialize:
+                step.actnorm.initialize(x)
+            x, ld = step.inverse_and_log_det(x) if inverse else step.forward_and_log_det(x)
+            return x, log_det + ld
+
+        carry = (x, jnp.zeros(x.shape[:1], x.dtype))
+        return _stacked.scan(body, carry, self.steps, reverse=inverse)
+
+    def _forward(self, x: jax.Array, initialize: bool):
+        check_image(x, self.name, self.input_shape[2], self.input_shape[:2])
+        x, log_det = self._steps(self.squeeze.forward(x), initialize=initialize)
+        if self.split is None:
+            return (x, None), log_det
+        (x, eps), ld = self.split.forward_and_log_det(x)
+        return (x, eps), log_det + ld
+
+    def forward_and_log_det(self, x: jax.Array):
+        """Data to latent: x -> ((h, eps), log_det)."""
+        return self._forward(x, initialize=False)
+
+    def initialize(self, x: jax.Array):
+        """Data-dependent ActNorm initialisation from x; returns what forward returns."""
+        return self._forward(x, initialize=True)
+
+    def inverse_and_log_det(self, y):
+        """Latent to data: (h, eps) -> (x, log_det)."""
+        x, eps = y
         log_det = jnp.zeros(x.shape[:1], x.dtype)
-        for layer in self.layers():
-            x, ld = layer.forward_and_log_det(x)
-            log_det = log_det + ld
-        return x, log_det
-
-    def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Latent to data through the three layers in reverse."""
-        log_det = jnp.zeros(y.shape[:1], y.dtype)
-        for layer in reversed(self.layers()):
-            y, ld = layer.inverse_and_log_det(y)
-            log_det = log_det + ld
-        return y, log_det
+        if self.split is not None:
+            x, log_det = self.split.inverse_and_log_det((x, eps))
+        x, ld = self._steps(x, inverse=True)
+        return self.squeeze.inverse(x), log_det + ld
 
 
-class Level(nnx.Module):
-    """Squeeze, ``steps`` flow steps, then (except at the top) a :class:`Split`."""
-
-    def __init__(self, height, width, channels, steps, *, split: bool, rngs, **step_kw):
-        h, w, c = height // 2, width // 2, 4 * channels
-        self.steps = nnx.List([FlowStep(h, w, c, rngs=rngs, **step_kw) for _ in range(steps)])
-        pd = step_kw["param_dtype"]
-        self.split = Split(c, param_dtype=pd, rngs=rngs) if split else None
-
-
-class Glow(nnx.Module):
+class Glow(Bijector):
     r"""Multi-scale Glow whose 1x1 convolutions and couplings are matrix exponentials.
 
     The architecture of Xiao & Liu (2020), after Kingma & Dhariwal's Glow. Each
@@ -112,6 +159,11 @@ class Glow(nnx.Module):
           │           split ──────────────────────────────────────────► ε₂ (H/4, W/4, 4C)
           ⋮
           └  top level: squeeze → [step] × K_L ──────────────────────────► z_L
+
+    Each level's steps run under one ``nnx.scan`` over stacked parameters, so
+    compile time does not grow with the number of steps. Under ``nnx.capture(...,
+    nnx.Intermediate)`` the exponential layers record their (m, s)
+    (:func:`flows.expm_statistics`).
 
     Every latent is standard normal under the model, so
     :math:`\log p(x) = \sum_i \log \mathcal{N}(z_i; 0, I) + \log|\det \partial z/\partial x|`.
@@ -200,71 +252,60 @@ class Glow(nnx.Module):
                 f"got {steps_per_level!r}"
             )
         if coupling not in COUPLINGS:
-            raise ValueError(f"Glow: unknown coupling {coupling!r}; choose one of {COUPLINGS}")
-        _matexp.check_method(method, tol)
+            raise ValueError(
+                f"Glow: unknown coupling {coupling!r}; choose one of {tuple(COUPLINGS)}"
+            )
+        check_method(method, tol)
         self.image_shape = (height, width, channels)
-        step_kw = dict(
-            coupling=coupling,
-            coupling_kw=dict(
-                hidden_channels=hidden_channels,
-                residual_blocks=residual_blocks,
-                low_rank=low_rank,
-                rank=rank,
-            ),
+        self.options = CouplingOptions(
+            hidden_channels=hidden_channels,
+            residual_blocks=residual_blocks,
+            low_rank=low_rank,
+            rank=rank,
             method=method,
             tol=tol,
             param_dtype=param_dtype,
         )
         built = []
-        h, w, c = height, width, channels
+        shape = self.image_shape
         for i, k in enumerate(steps):
-            last = i == levels - 1
-            built.append(Level(h, w, c, k, split=not last, rngs=rngs, **step_kw))
-            h, w, c = h // 2, w // 2, 4 * c
-            if not last:
-                c = c // 2
+            level = Level(
+                shape,
+                k,
+                split=i < levels - 1,
+                coupling=coupling,
+                options=self.options,
+                rngs=rngs,
+            )
+            built.append(level)
+            shape = level.output_shape
         self.levels = nnx.List(built)
 
     @property
-    def latent_shapes(self) -> tuple[tuple[int, int, int], ...]:
+    def latent_shapes(self) -> tuple[Shape, ...]:
         """Shapes (without batch) of the latents, finest first, top level last."""
-        h, w, c = self.image_shape
-        shapes = []
-        for level in self.levels:
-            h, w, c = h // 2, w // 2, 4 * c
-            if level.split is not None:
-                shapes.append((h, w, c - c // 2))
-                c = c // 2
-        shapes.append((h, w, c))
-        return tuple(shapes)
+        split = [level.latent_shape for level in self.levels if level.latent_shape is not None]
+        return (*split, self.levels[-1].output_shape)
 
     @property
     def num_dims(self) -> int:
         """Dimensions D of one datum, height x width x channels."""
         return math.prod(self.image_shape)
 
-    def _forward(self, x: jax.Array, visit=None) -> tuple[Latents, jax.Array]:
-        """The data-to-latent pass; ``visit(step, x)`` is called before every flow step."""
+    def forward_and_log_det(self, x: jax.Array) -> tuple[Latents, jax.Array]:
+        """Data to latents: x (B, H, W, C) -> (latents, log|det dz/dx|) with log-det (B,)."""
+        return self._forward(x, initialize=False)
+
+    def _forward(self, x: jax.Array, initialize: bool) -> tuple[Latents, jax.Array]:
         check_image(x, "Glow", self.image_shape[2], self.image_shape[:2])
         latents = []
         log_det = jnp.zeros(x.shape[:1], x.dtype)
         for level in self.levels:
-            x = squeeze(x)
-            for step in level.steps:
-                if visit is not None:
-                    visit(step, x)
-                x, ld = step.forward_and_log_det(x)
-                log_det = log_det + ld
-            if level.split is not None:
-                (x, eps), ld = level.split.forward_and_log_det(x)
+            (x, eps), ld = level.initialize(x) if initialize else level.forward_and_log_det(x)
+            log_det = log_det + ld
+            if eps is not None:
                 latents.append(eps)
-                log_det = log_det + ld
-        latents.append(x)
-        return tuple(latents), log_det
-
-    def forward_and_log_det(self, x: jax.Array) -> tuple[Latents, jax.Array]:
-        """Data to latents: x (B, H, W, C) -> (latents, log|det dz/dx|) with log-det (B,)."""
-        return self._forward(x)
+        return (*latents, x), log_det
 
     def encode(self, x: jax.Array) -> Latents:
         """Latents of x, finest first (shapes :attr:`latent_shapes` with the batch)."""
@@ -284,13 +325,8 @@ class Glow(nnx.Module):
         x = latents[-1]
         log_det = jnp.zeros(x.shape[:1], x.dtype)
         for level in reversed(self.levels):
-            if level.split is not None:
-                x, ld = level.split.inverse_and_log_det((x, eps.pop()))
-                log_det = log_det + ld
-            for step in reversed(level.steps):
-                x, ld = step.inverse_and_log_det(x)
-                log_det = log_det + ld
-            x = unsqueeze(x)
+            x, ld = level.inverse_and_log_det((x, eps.pop() if level.split is not None else None))
+            log_det = log_det + ld
         return x, log_det
 
     def initialize(self, x: jax.Array) -> None:
@@ -322,7 +358,7 @@ class Glow(nnx.Module):
         Use :func:`to_uint8` to turn them into 8-bit images.
         """
         keys = jax.random.split(key, len(self.latent_shapes))
-        dtype = self.levels[0].steps[0].actnorm.shift.dtype
+        dtype = self.options.param_dtype
         latents = [
             temperature * jax.random.normal(k, (n, *s), dtype)
             for k, s in zip(keys, self.latent_shapes, strict=True)
@@ -332,7 +368,7 @@ class Glow(nnx.Module):
 
 @nnx.jit
 def _initialize(model: Glow, x: jax.Array) -> None:
-    model._forward(x, visit=lambda step, h: step.actnorm.initialize(h))
+    model._forward(x, initialize=True)
 
 
 def _standard_normal_log_prob(z: jax.Array) -> jax.Array:

@@ -33,19 +33,28 @@ Method = Literal["opt15", "ps", "baseline", "jax.scipy"]
 
 ExpmFn = Callable[[jax.Array, "float | None"], jax.Array]
 LowRankFn = Callable[[jax.Array, jax.Array, "float | None"], jax.Array]
+#: An exponential and what it did: jexpm's :class:`jexpm.ExpmInfo`, or ``None`` for
+#: methods that do not report it.
+WithInfo = tuple[jax.Array, "jexpm.ExpmInfo | None"]
 
 
 @dataclasses.dataclass(frozen=True)
 class _Exponential:
-    expm: ExpmFn
-    expm_lowrank: LowRankFn
+    expm: Callable[[jax.Array, float | None], WithInfo]
+    expm_lowrank: Callable[[jax.Array, jax.Array, float | None], WithInfo]
 
 
 def _jexpm(method: str) -> _Exponential:
     m = cast(jexpm.Method, method)
     return _Exponential(
-        lambda a, tol: jexpm.expm(a, method=m, tol=tol),
-        lambda u, v, tol: jexpm.expm_lowrank(u, v, method=m, tol=tol),
+        lambda a, tol: jexpm.expm(a, method=m, tol=tol, return_info=True),
+        lambda u, v, tol: jexpm.expm_lowrank(u, v, method=m, tol=tol, return_info=True),
+    )
+
+
+def _without_info(expm: ExpmFn, expm_lowrank: LowRankFn) -> _Exponential:
+    return _Exponential(
+        lambda a, tol: (expm(a, tol), None), lambda u, v, tol: (expm_lowrank(u, v, tol), None)
     )
 
 
@@ -69,7 +78,7 @@ def _dense_lowrank(expm: ExpmFn) -> LowRankFn:
 
 
 _REGISTRY: dict[str, _Exponential] = {m: _jexpm(m) for m in jexpm.METHODS}
-_REGISTRY["jax.scipy"] = _Exponential(lambda a, tol: jax.scipy.linalg.expm(a), _scipy_lowrank)
+_REGISTRY["jax.scipy"] = _without_info(lambda a, tol: jax.scipy.linalg.expm(a), _scipy_lowrank)
 
 
 def register_exponential(
@@ -102,7 +111,7 @@ def register_exponential(
     """
     if name in METHODS or (name in _REGISTRY and not replace):
         raise ValueError(f"expm method {name!r} is registered already")
-    _REGISTRY[name] = _Exponential(expm, expm_lowrank or _dense_lowrank(expm))
+    _REGISTRY[name] = _without_info(expm, expm_lowrank or _dense_lowrank(expm))
 
 
 def registered() -> tuple[str, ...]:
@@ -122,11 +131,14 @@ def check_method(method: str, tol: float | None, where: str = "expm") -> None:
     check_tol(tol, where)
 
 
-def expm(a: jax.Array, *, method: str, tol: float | None) -> jax.Array:
-    """exp(a) for a stack of square matrices with the chosen method."""
+def expm(a: jax.Array, *, method: str, tol: float | None) -> WithInfo:
+    """exp(a) for a stack of square matrices with the chosen method, and its info."""
     return _REGISTRY[method].expm(a, tol)
 
 
-def expm_lowrank(u: jax.Array, v: jax.Array, *, method: str, tol: float | None) -> jax.Array:
-    """exp(u @ v) for u (..., n, r), v (..., r, n) with the chosen method."""
+def expm_lowrank(u: jax.Array, v: jax.Array, *, method: str, tol: float | None) -> WithInfo:
+    """exp(u @ v) for u (..., n, r), v (..., r, n) with the chosen method, and its info.
+
+    The info of jexpm's methods is that of the r x r :func:`jexpm.phi1` evaluation.
+    """
     return _REGISTRY[method].expm_lowrank(u, v, tol)

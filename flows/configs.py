@@ -23,9 +23,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 
 from . import _matexp
-from ._layers import COUPLINGS
+from ._couplings import COUPLINGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +102,12 @@ class Config:
 
         if self.dataset not in input_pipeline.DATASETS:
             raise ValueError(
-                f"unknown dataset {self.dataset!r}; choose one of {input_pipeline.DATASETS}"
+                f"unknown dataset {self.dataset!r}; choose one of {tuple(input_pipeline.DATASETS)}"
             )
         if self.coupling not in COUPLINGS:
-            raise ValueError(f"unknown coupling {self.coupling!r}; choose one of {COUPLINGS}")
+            raise ValueError(
+                f"unknown coupling {self.coupling!r}; choose one of {tuple(COUPLINGS)}"
+            )
         if self.expm_method not in _matexp.METHODS:
             raise ValueError(
                 f"unknown expm_method {self.expm_method!r}; choose one of {_matexp.METHODS}"
@@ -142,62 +145,63 @@ class Config:
             raise ValueError("residual_blocks and warmup_epochs must be non-negative")
 
 
-PRESETS = ("default", "cifar10", "imagenet32", "imagenet64", "test")
+#: Preset name -> its :class:`Config` (see the module docstring).
+PRESETS: Mapping[str, Config] = {
+    "default": Config(
+        levels=3,
+        steps_per_level=(2, 2, 2),
+        hidden_channels=32,
+        residual_blocks=1,
+        batch_size=32,
+        num_epochs=4.0,
+        learning_rate=2e-3,
+        warmup_epochs=0.25,
+        decay_epochs=(3.0,),
+        ema_decay=0.99,
+        init_batch_size=256,
+        log_every_steps=25,
+        eval_every_steps=148,
+        checkpoint_every_steps=148,
+        num_samples=36,
+    ),
+    "cifar10": Config(dataset="cifar10"),
+    "imagenet32": Config(
+        dataset="imagenet_resized/32x32", decay_epochs=(20.0, 40.0), ema_decay=0.9999
+    ),
+    "imagenet64": Config(
+        dataset="imagenet_resized/64x64",
+        levels=4,
+        steps_per_level=(8, 4, 2, 2),
+        residual_blocks=10,
+        decay_epochs=(20.0, 40.0),
+        ema_decay=0.9999,
+    ),
+    "test": Config(
+        levels=2,
+        steps_per_level=(1, 1),
+        hidden_channels=8,
+        residual_blocks=1,
+        batch_size=8,
+        eval_batch_size=64,
+        num_train_steps=6,
+        learning_rate=2e-3,
+        warmup_epochs=0.0,
+        ema_decay=0.5,
+        init_batch_size=32,
+        log_every_steps=2,
+        eval_every_steps=3,
+        num_eval_batches=1,
+        checkpoint_every_steps=2,
+        num_samples=4,
+    ),
+}
 
 
 def get_config(name: str = "default") -> Config:
     """The named preset (see the module docstring)."""
-    if name == "default":
-        return Config(
-            levels=3,
-            steps_per_level=(2, 2, 2),
-            hidden_channels=32,
-            residual_blocks=1,
-            batch_size=32,
-            num_epochs=4.0,
-            learning_rate=2e-3,
-            warmup_epochs=0.25,
-            decay_epochs=(3.0,),
-            ema_decay=0.99,
-            init_batch_size=256,
-            log_every_steps=25,
-            eval_every_steps=148,
-            checkpoint_every_steps=148,
-            num_samples=36,
-        )
-    if name == "cifar10":
-        return Config(dataset="cifar10")
-    if name == "imagenet32":
-        return Config(dataset="imagenet_resized/32x32", decay_epochs=(20.0, 40.0), ema_decay=0.9999)
-    if name == "imagenet64":
-        return Config(
-            dataset="imagenet_resized/64x64",
-            levels=4,
-            steps_per_level=(8, 4, 2, 2),
-            residual_blocks=10,
-            decay_epochs=(20.0, 40.0),
-            ema_decay=0.9999,
-        )
-    if name == "test":
-        return Config(
-            levels=2,
-            steps_per_level=(1, 1),
-            hidden_channels=8,
-            residual_blocks=1,
-            batch_size=8,
-            eval_batch_size=64,
-            num_train_steps=6,
-            learning_rate=2e-3,
-            warmup_epochs=0.0,
-            ema_decay=0.5,
-            init_batch_size=32,
-            log_every_steps=2,
-            eval_every_steps=3,
-            num_eval_batches=1,
-            checkpoint_every_steps=2,
-            num_samples=4,
-        )
-    raise ValueError(f"unknown config {name!r}; choose one of {PRESETS}")
+    if name not in PRESETS:
+        raise ValueError(f"unknown config {name!r}; choose one of {tuple(PRESETS)}")
+    return PRESETS[name]
 
 
 def override(config: Config, assignments: list[str]) -> Config:

@@ -7,7 +7,8 @@ given source and batch size), so a run resumed from a checkpoint at step k sees 
 the batches the uninterrupted run would have seen; :func:`eval_batches` makes one
 ordered, padded pass for evaluation.
 
-Data sets (:data:`DATASETS`):
+Data sets (:data:`DATASETS`, name -> :class:`Dataset`: image shape, splits, source and
+licence):
 
 - ``"default"``: 32x32x3 patches cut from colour photographs bundled with scikit-image
   (``skimage.data``); needs no download and no ``tensorflow-datasets``. See
@@ -39,9 +40,10 @@ Example:
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import operator
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,7 @@ __all__ = [
     "DATASETS",
     "SPLITS",
     "ArrayImageSource",
+    "Dataset",
     "DatasetNotPreparedError",
     "ImageSource",
     "TfdsImageSource",
@@ -60,11 +63,56 @@ __all__ = [
     "steps_per_epoch",
 ]
 
-DATASETS = ("default", "cifar10", "imagenet_resized/32x32", "imagenet_resized/64x64")
-"""Names accepted by :func:`load`."""
-
 SPLITS = ("train", "test")
 """Splits accepted by :func:`load`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """What the project knows about one data set before reading it.
+
+    Attributes:
+      image_shape: (height, width, channels) of every image.
+      splits: our split name -> the split read (``imagenet_resized`` has no test split
+        and evaluates on its validation split).
+      source: where the images come from, and their licence or terms of use.
+    """
+
+    image_shape: tuple[int, int, int]
+    splits: Mapping[str, str]
+    source: str
+
+
+_SAME_SPLITS = {"train": "train", "test": "test"}
+_VALIDATION_AS_TEST = {"train": "train", "test": "validation"}
+
+DATASETS: Mapping[str, Dataset] = {
+    "default": Dataset(
+        (32, 32, 3),
+        _SAME_SPLITS,
+        "patches of photographs bundled with scikit-image (see load(); public domain, CC0, "
+        "and one Middlebury stereo view for which skimage.data states no licence)",
+    ),
+    "cifar10": Dataset(
+        (32, 32, 3),
+        _SAME_SPLITS,
+        "CIFAR-10 (Krizhevsky, 'Learning Multiple Layers of Features from Tiny Images', "
+        "2009) through TFDS; distributed by its authors without a stated licence",
+    ),
+    "imagenet_resized/32x32": Dataset(
+        (32, 32, 3),
+        _VALIDATION_AS_TEST,
+        "ImageNet downsampled (Chrabaszcz et al., arXiv:1707.08819) through TFDS; the "
+        "ImageNet terms of access (non-commercial research and education) apply",
+    ),
+    "imagenet_resized/64x64": Dataset(
+        (64, 64, 3),
+        _VALIDATION_AS_TEST,
+        "ImageNet downsampled (Chrabaszcz et al., arXiv:1707.08819) through TFDS; the "
+        "ImageNet terms of access (non-commercial research and education) apply",
+    ),
+}
+"""Data set name -> :class:`Dataset`: the names accepted by :func:`load`."""
 
 _INSTALL_TFDS = 'Reading TFDS data sets needs tensorflow-datasets: pip install "jexpm[data]"'
 
@@ -310,6 +358,7 @@ def batches(
     seed: int,
     start_step: int = 0,
     shuffle: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[np.ndarray]:
     """Endless stream of training batches, epoch after epoch.
 
@@ -321,21 +370,26 @@ def batches(
     exactly what the uninterrupted stream yields from step k on, which makes a resumed
     run bit-identical.
 
+    With ``shard=(i, n)`` (process i of n in multi-process training) only rows
+    ``i * batch_size // n`` to ``(i + 1) * batch_size // n`` of every batch are read and
+    yielded: the n processes together read each global batch exactly once.
+
     Arguments are checked when this function is called, not at the first ``next``.
 
     Args:
       source: the images.
-      batch_size: images per batch, between 1 and ``len(source)``.
+      batch_size: images per (global) batch, between 1 and ``len(source)``.
       seed: non-negative integer seed of the shuffling.
       start_step: global step of the first batch yielded (default 0).
       shuffle: whether to shuffle each epoch (default true).
+      shard: (index, count) of this process's share of each batch (default all).
 
     Returns:
-      An iterator of uint8 arrays of shape (batch_size, H, W, C).
+      An iterator of uint8 arrays of shape (batch_size // count, H, W, C).
 
     Raises:
       ValueError: if ``batch_size`` is not positive or larger than ``len(source)``, or
-        ``seed`` or ``start_step`` is negative.
+        ``seed`` or ``start_step`` is negative, or ``shard`` does not split the batch.
     """
     spe = steps_per_epoch(source, batch_size)
     seed = operator.index(seed)
@@ -344,11 +398,30 @@ def batches(
         raise ValueError(f"seed must be non-negative, got {seed}")
     if start_step < 0:
         raise ValueError(f"start_step must be non-negative, got {start_step}")
-    return _batches(source, int(batch_size), spe, seed, start_step, shuffle)
+    rows = _shard_rows(int(batch_size), shard)
+    return _batches(source, int(batch_size), spe, seed, start_step, shuffle, rows)
+
+
+def _shard_rows(batch_size: int, shard: tuple[int, int]) -> slice:
+    """The rows of a batch that process ``index`` of ``count`` reads."""
+    index, count = (operator.index(v) for v in shard)
+    if not (count >= 1 and 0 <= index < count and batch_size % count == 0):
+        raise ValueError(
+            f"shard {shard} must be (index, count) with 0 <= index < count and count "
+            f"dividing the batch size {batch_size}"
+        )
+    local = batch_size // count
+    return slice(index * local, (index + 1) * local)
 
 
 def _batches(
-    source: ImageSource, batch_size: int, spe: int, seed: int, step: int, shuffle: bool
+    source: ImageSource,
+    batch_size: int,
+    spe: int,
+    seed: int,
+    step: int,
+    shuffle: bool,
+    rows: slice,
 ) -> Iterator[np.ndarray]:
     epoch, order = -1, np.arange(len(source))
     while True:
@@ -356,42 +429,47 @@ def _batches(
         if shuffle and step_epoch != epoch:
             epoch = step_epoch
             order = np.random.default_rng((seed, epoch)).permutation(len(source))
-        yield source[order[i * batch_size : (i + 1) * batch_size]]
+        yield source[order[i * batch_size : (i + 1) * batch_size][rows]]
         step += 1
 
 
-def eval_batches(source: ImageSource, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
+def eval_batches(
+    source: ImageSource, batch_size: int, *, shard: tuple[int, int] = (0, 1)
+) -> Iterator[tuple[np.ndarray, int]]:
     """One ordered pass over every image, in batches of a fixed size.
 
     Every batch has exactly ``batch_size`` rows, so a jitted evaluation compiles once:
     the last batch is padded by repeating its last real image. Weight per-image results
-    by the first ``n_valid`` rows only. Arguments are checked when this function is
-    called.
+    by the first ``n_valid`` rows only. With ``shard=(i, n)`` only this process's rows
+    of each batch are read and yielded, as in :func:`batches`; ``n_valid`` still counts
+    the whole batch. Arguments are checked when this function is called.
 
     Args:
       source: the images.
-      batch_size: rows per batch, positive (it may exceed ``len(source)``).
+      batch_size: rows per (global) batch, positive (it may exceed ``len(source)``).
+      shard: (index, count) of this process's share of each batch (default all).
 
     Returns:
-      An iterator of ``(images, n_valid)``: uint8 images of shape (batch_size, H, W, C)
-      whose first ``n_valid`` rows are images ``start .. start + n_valid - 1`` of
-      ``source``, in order.
+      An iterator of ``(images, n_valid)``: uint8 images of shape
+      (batch_size // count, H, W, C); the global batch's first ``n_valid`` rows are
+      images ``start .. start + n_valid - 1`` of ``source``, in order.
 
     Raises:
-      ValueError: if ``batch_size`` is not positive.
+      ValueError: if ``batch_size`` is not positive or ``shard`` does not split it.
     """
-    return _eval_batches(source, _check_batch_size(batch_size))
+    batch_size = _check_batch_size(batch_size)
+    return _eval_batches(source, batch_size, _shard_rows(batch_size, shard))
 
 
-def _eval_batches(source: ImageSource, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
+def _eval_batches(
+    source: ImageSource, batch_size: int, rows: slice
+) -> Iterator[tuple[np.ndarray, int]]:
     n = len(source)
     for start in range(0, n, batch_size):
         n_valid = min(batch_size, n - start)
-        images = source[np.arange(start, start + n_valid)]
-        if n_valid < batch_size:
-            pad = np.broadcast_to(images[-1:], (batch_size - n_valid, *images.shape[1:]))
-            images = np.concatenate([images, pad])
-        yield images, n_valid
+        # the padding repeats the last real image
+        indices = np.minimum(np.arange(start, start + batch_size), start + n_valid - 1)
+        yield source[indices[rows]], n_valid
 
 
 def _check_batch_size(batch_size: int) -> int:
@@ -460,7 +538,7 @@ def _import_tfds() -> Any:
 
 def _load_tfds(name: str, split: str, data_dir: str | None) -> TfdsImageSource:
     tfds = _import_tfds()
-    tfds_split = "validation" if name.startswith("imagenet_resized") and split == "test" else split
+    tfds_split = DATASETS[name].splits[split]
     try:
         # download=False: preparing needs TensorFlow and a download; say how instead.
         source = tfds.data_source(name, split=tfds_split, data_dir=data_dir, download=False)

@@ -1,31 +1,41 @@
 """Train a matrix-exponential Glow: ``python -m flows.train --config default --workdir DIR``.
 
-The program follows the Flax examples: a thin command-line entry point (:func:`main`),
-configurations in :mod:`flows.configs`, data in :mod:`flows.input_pipeline`, and
-:func:`train_and_evaluate` doing the work:
+The program has the shape of the Flax examples: a thin command-line entry point
+(:func:`main`), configurations in :mod:`flows.configs`, data in
+:mod:`flows.input_pipeline`, and here
 
-- Adamax with linear warm-up and step decay (optax), Polyak averaging (EMA) of the
-  parameters, used for evaluation and samples;
-- data-parallel over a ``jax.sharding`` mesh of all local devices (the batch is split,
-  the parameters replicated; XLA inserts the gradient all-reduce);
-- a guard that skips a batch whose loss or gradient is not finite, leaving parameters,
-  optimiser state and EMA untouched, and counts and logs it;
-- orbax checkpoints; a rerun with the same work directory resumes from the latest one
-  and continues bit-identically (the batch and the dequantisation noise of step k
-  depend only on (seed, k));
-- in the work directory: ``metrics.jsonl`` (training and evaluation bits/dim, learning
-  rate, steps per second), ``expm_stats.jsonl`` (histograms of the Taylor orders m and
-  squarings s the exponentials use), ``samples_<step>.png`` and ``bits_per_dim.png``.
+- :class:`TrainState` (step, skipped-batch count, parameters, optimiser state, EMA)
+  and :func:`create_train_state`;
+- :func:`restore_or_initialize`: the latest checkpoint of the work directory, or a
+  fresh state after the data-dependent ActNorm initialisation;
+- :func:`train_step`: Adamax with linear warm-up and step decay (optax), Polyak
+  averaging (EMA) of the parameters, and a guard that skips a batch whose loss or
+  gradient is not finite (parameters, optimiser state and EMA stay as they were; the
+  batch is counted); it also returns the (m, s) statistics the exponential layers
+  record during the forward pass (:func:`flows.expm_statistics`), so logging them
+  costs no extra pass;
+- :func:`evaluate`: bits/dim of the EMA parameters over the evaluation batches;
+- :func:`train_and_evaluate`: the loop, with periodic actions (metrics and
+  statistics, evaluation and samples, checkpoints).
 
-Its parts, for programs that time or vary a step without the loop: :func:`create_model`,
-:func:`dequantize_init_batch` (the ActNorm initialisation batch), :func:`initial_state`,
-:func:`make_train_step` and :func:`make_eval_step`.
+Training is data-parallel over a ``jax.sharding`` mesh of all local devices (the batch
+is split, the parameters replicated; XLA inserts the gradient all-reduce). A rerun
+with the same work directory resumes from the latest orbax checkpoint and continues
+bit-identically (the batch and the dequantisation noise of step k depend only on
+(seed, k)). The work directory receives ``metrics.jsonl`` (training and evaluation
+bits/dim, learning rate, steps per second), ``expm_stats.jsonl`` (histograms of the
+Taylor orders m and squarings s), ``samples_<step>.png`` and ``bits_per_dim.png``.
+
+The program is one module, as in the Flax examples: its parts are short functions
+that read top-down, and splitting them over a package would only add imports.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import hashlib
 import itertools
 import json
 import math
@@ -39,19 +49,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
+from flax import nnx, struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import jexpm
-
-from . import _diagnostics, _plotting, configs, input_pipeline
+from . import _plotting, _statistics, configs, input_pipeline
 from ._glow import Glow, dequantize, to_uint8
 
-State = dict[str, Any]
 # Independent random streams derived from the seed: dequantisation noise of training
 # step k is fold_in(fold_in(key(seed), _TRAIN_STREAM), k), and so on.
 _TRAIN_STREAM, _EVAL_STREAM, _INIT_STREAM, _SAMPLE_STREAM = range(4)
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a training run carries from step to step (and checkpoints).
+
+    Attributes:
+      step: the number of steps taken.
+      skipped: the number of batches skipped by the non-finite guard.
+      params: the model's ``nnx.Param`` state.
+      opt_state: the optimiser's state.
+      ema: the Polyak average of ``params``, used for evaluation and samples.
+    """
+
+    step: jax.Array
+    skipped: jax.Array
+    params: Any
+    opt_state: Any
+    ema: Any
 
 
 def create_model(config: configs.Config, image_shape: Sequence[int], seed: int) -> Glow:
@@ -84,42 +109,145 @@ def learning_rate_schedule(config: configs.Config, steps_per_epoch: int) -> opta
     return optax.join_schedules([ramp, decay], [warmup])
 
 
+def create_optimizer(config: configs.Config, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Adamax with the config's moments and :func:`learning_rate_schedule`."""
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    return optax.adamax(schedule, b1=config.b1, b2=config.b2)
+
+
+def create_train_state(params, tx: optax.GradientTransformation) -> TrainState:
+    """The state at step 0: counters at 0, the optimiser's initial state, EMA = params.
+
+    Args:
+      params: the model's ``nnx.Param`` state (``nnx.split(model, nnx.Param)[1]``).
+      tx: the optimiser.
+    """
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        skipped=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        ema=jax.tree.map(jnp.copy, params),
+    )
+
+
+def dequantize_init_batch(images: jax.Array, seed: int) -> jax.Array:
+    """The data-dependent initialisation batch: uint8 ``images`` dequantized as in training.
+
+    Args:
+      images: uint8 images (N, H, W, C).
+      seed: the run's seed; the noise comes from its own stream of it.
+
+    Returns:
+      Float images in [-1/2, 1/2] for ``Glow.initialize``.
+    """
+    return dequantize(images, jax.random.fold_in(jax.random.key(seed), _INIT_STREAM))
+
+
+def restore_or_initialize(
+    checkpoints, model: Glow, tx: optax.GradientTransformation, init_images, seed: int, sharding
+) -> TrainState:
+    """The latest checkpoint's state, or a fresh one after the ActNorm initialisation.
+
+    Args:
+      checkpoints: an orbax ``CheckpointManager``.
+      model: the freshly created model (initialised in place when starting afresh).
+      tx: the optimiser.
+      init_images: ``() -> uint8 images`` for the data-dependent initialisation
+        (called only when starting afresh; the same images on every process).
+      seed: the run's seed.
+      sharding: where the state lives.
+    """
+    params = nnx.state(model, nnx.Param)
+    if checkpoints.latest_step() is not None:
+        abstract = jax.eval_shape(lambda p: create_train_state(p, tx), params)
+        return _restore(checkpoints, abstract, sharding)
+    # Every process initialises the same model from the same images, on its own device.
+    model.initialize(dequantize_init_batch(jnp.asarray(init_images()), seed))
+    return replicate(create_train_state(nnx.state(model, nnx.Param), tx), sharding)
+
+
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, ema_decay: float) -> Callable:
-    """A pure ``(state, images, key) -> (state, metrics)`` step (not yet jitted)."""
+def train_step(
+    state: TrainState,
+    images: jax.Array,
+    key: jax.Array,
+    *,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    ema_decay: float,
+    statistics: bool = True,
+) -> tuple[TrainState, dict[str, Any]]:
+    """One optimisation step on a batch of uint8 images (pure; jit it with the keywords bound).
 
-    def loss_fn(params, images, key):
-        return jnp.mean(nnx.merge(graphdef, params).bits_per_dim(images, key))
+    Returns:
+      The new state and the metrics: ``bits_per_dim`` (NaN for a skipped batch),
+      ``finite``, and with ``statistics`` ``expm``, the (m, s) of every exponential
+      of the forward pass (:func:`flows.expm_statistics`).
+    """
 
-    def train_step(state: State, images: jax.Array, key: jax.Array):
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], images, key)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, state["ema"], params)
-        finite = jnp.isfinite(loss) & _all_finite(grads)
-        # The guard: a non-finite batch leaves everything as it was, and is counted.
-        new = {"params": params, "opt_state": opt_state, "ema": ema}
-        kept = {k: state[k] for k in new}
-        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, kept)
-        new["step"] = state["step"] + 1
-        new["skipped"] = state["skipped"] + (~finite).astype(jnp.int32)
-        metrics = {"bits_per_dim": jnp.where(finite, loss, jnp.nan), "finite": finite}
-        return new, metrics
+    def loss_fn(params):
+        model = nnx.merge(graphdef, params)
+        if not statistics:
+            return jnp.mean(model.bits_per_dim(images, key)), {}
+        forward = nnx.capture(Glow.bits_per_dim, nnx.Intermediate)
+        bpd, intermediates = forward(model, images, key)
+        return jnp.mean(bpd), _statistics.expm_statistics(intermediates)
 
-    return train_step
+    (loss, expm), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, state.ema, params)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+
+    def guarded(new, old):  # a non-finite batch leaves everything as it was
+        return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    new_state = state.replace(
+        step=state.step + 1,
+        skipped=state.skipped + (~finite).astype(jnp.int32),
+        params=guarded(params, state.params),
+        opt_state=guarded(opt_state, state.opt_state),
+        ema=guarded(ema, state.ema),
+    )
+    metrics = {"bits_per_dim": jnp.where(finite, loss, jnp.nan), "finite": finite, "expm": expm}
+    return new_state, metrics
 
 
-def make_eval_step(graphdef) -> Callable:
-    """``(params, images, n_valid, key) -> sum of bits/dim over the valid rows``."""
+def eval_step(params, images, n_valid, key, *, graphdef: nnx.GraphDef) -> jax.Array:
+    """Sum of bits/dim over the first ``n_valid`` rows of a (padded) batch."""
+    bpd = nnx.merge(graphdef, params).bits_per_dim(images, key)
+    return jnp.sum(jnp.where(jnp.arange(bpd.shape[0]) < n_valid, bpd, 0.0))
 
-    def eval_step(params, images, n_valid, key):
-        bpd = nnx.merge(graphdef, params).bits_per_dim(images, key)
-        return jnp.sum(jnp.where(jnp.arange(bpd.shape[0]) < n_valid, bpd, 0.0))
 
-    return eval_step
+def evaluate(
+    step_fn: Callable, params, batches: Iterable[tuple[np.ndarray, int]], key, sharding
+) -> float | None:
+    """Mean bits/dim over ``batches`` of (this process's images, valid rows of the batch).
+
+    Returns None when there are no batches.
+    """
+    total, count = 0.0, 0
+    for images, n_valid in batches:
+        total += float(step_fn(params, global_batch(images, sharding), n_valid, key))
+        count += n_valid
+    return total / count if count else None
+
+
+def global_batch(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """The global batch from every process's rows of it (its share of the data axis)."""
+    shape = (local.shape[0] * jax.process_count(), *local.shape[1:])
+    return jax.make_array_from_process_local_data(sharding, local, shape)
+
+
+def replicate(tree, sharding: NamedSharding):
+    """A pytree, identical on every process, as arrays replicated over ``sharding``'s mesh."""
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree
+    )
 
 
 class _Data:
@@ -127,6 +255,13 @@ class _Data:
 
     def __init__(self, config, train_data, eval_data, steps_per_epoch):
         self.config = config
+        # This process's share of every batch: (index, count).
+        self.shard = (jax.process_index(), jax.process_count())
+        if jax.process_count() > 1 and (train_data is not None or eval_data is not None):
+            raise ValueError(
+                "train_data and eval_data iterators are for one process; with several "
+                "processes, train on config.dataset (each process reads its share)"
+            )
         if train_data is None:
             self.train = input_pipeline.load(config.dataset, "train", data_dir=config.data_dir)
             self.image_shape = self.train.image_shape
@@ -160,12 +295,26 @@ class _Data:
             assert self._stream is not None
             return self._stream
         return input_pipeline.batches(
-            self.train, self.config.batch_size, seed=self.config.seed, start_step=start_step
+            self.train,
+            self.config.batch_size,
+            seed=self.config.seed,
+            start_step=start_step,
+            shard=self.shard,
         )
+
+    def next_train_batch(self, batches: Iterator[np.ndarray], step: int) -> np.ndarray:
+        try:
+            images = np.asarray(next(batches))
+        except StopIteration:
+            raise ValueError(f"train_data ran out of batches at step {step}") from None
+        _check_batch(images, self.config.batch_size // self.shard[1], "train batch")
+        return images
 
     def eval_batches(self) -> Iterator[tuple[np.ndarray, int]]:
         if self.test is not None:
-            it = input_pipeline.eval_batches(self.test, self.config.eval_batch_size)
+            it = input_pipeline.eval_batches(
+                self.test, self.config.eval_batch_size, shard=self.shard
+            )
         else:
             it = ((b, len(b)) for b in self.eval or [])
         return itertools.islice(it, self.config.num_eval_batches)
@@ -213,12 +362,92 @@ def train_and_evaluate(
     Raises:
       ValueError: batch sizes that do not split over the devices, bad batches.
     """
+    _check_same_config(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     data = _Data(config, train_data, eval_data, steps_per_epoch)
     num_steps = config.num_train_steps or math.ceil(config.num_epochs * data.steps_per_epoch)
+    replicated, sharded = _data_parallel(config, devices)
 
-    devices = list(devices or jax.local_devices())
+    model = create_model(config, data.image_shape, config.seed)
+    graphdef = nnx.graphdef(model)
+    tx = create_optimizer(config, data.steps_per_epoch)
+    checkpoints = _checkpoint_manager(workdir)
+    state = restore_or_initialize(checkpoints, model, tx, data.init_batch, config.seed, replicated)
+    start = int(state.step)
+    if start and jax.process_index() == 0:
+        _log(f"resumed from the checkpoint at step {start}")
+
+    step_fn = jax.jit(
+        functools.partial(train_step, graphdef=graphdef, tx=tx, ema_decay=config.ema_decay),
+        in_shardings=(replicated, sharded, replicated),
+        out_shardings=(replicated, None),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(
+        functools.partial(eval_step, graphdef=graphdef),
+        in_shardings=(replicated, sharded, None, None),
+    )
+    sample_fn = jax.jit(
+        lambda p, k: to_uint8(
+            nnx.merge(graphdef, p).sample(k, config.num_samples, config.sample_temperature)
+        ),
+        in_shardings=(replicated, replicated),
+        out_shardings=replicated,
+    )
+    base_key = jax.random.key(config.seed)
+    train_key = jax.random.fold_in(base_key, _TRAIN_STREAM)
+    primary = jax.process_index() == 0  # the one process that writes files and logs
+    schedule = learning_rate_schedule(config, data.steps_per_epoch)
+    log = _MetricsLog(workdir if primary else None, schedule, state)
+
+    def evaluate_and_sample(step: int) -> None:
+        key = jax.random.fold_in(base_key, _EVAL_STREAM)
+        bpd = evaluate(eval_fn, state.ema, data.eval_batches(), key, sharded)
+        if bpd is None:
+            return
+        log.evaluation(step, bpd)
+        key = jax.random.fold_in(jax.random.fold_in(base_key, _SAMPLE_STREAM), step)
+        samples = np.asarray(sample_fn(state.ema, key))
+        if primary:
+            _plotting.save_grid(workdir / f"samples_{step:07d}.png", samples)
+
+    def due(every: int, done: int) -> bool:
+        return done % every == 0 or done == num_steps
+
+    batches = data.train_batches(start)
+    bar = _progress(range(start, num_steps), num_steps, start, enabled=progress and primary)
+    try:
+        for step in bar:
+            images = data.next_train_batch(batches, step)
+            key = jax.random.fold_in(train_key, step)
+            state, metrics = step_fn(state, global_batch(images, sharded), key)
+            log.step(metrics)
+            done = step + 1
+            if due(config.log_every_steps, done):
+                log.training(done, state, metrics["expm"])
+                bar.set_postfix(bpd=f"{log.last['train_bits_per_dim']:.3f}")
+            if due(config.eval_every_steps, done):
+                evaluate_and_sample(done)
+            if due(config.checkpoint_every_steps, done):
+                checkpoints.save(done, args=_save_args(state))
+    finally:
+        # Also on an interruption: let in-flight checkpoint writes land.
+        checkpoints.wait_until_finished()
+        checkpoints.close()
+    if primary:
+        _plot_metrics(workdir / "metrics.jsonl", workdir / "bits_per_dim.png")
+    return {
+        "step": float(int(state.step)),
+        **log.last,
+        "skipped_batches": float(int(state.skipped)),
+        "seconds_per_step": log.seconds_per_step,
+    }
+
+
+def _data_parallel(config: configs.Config, devices) -> tuple[NamedSharding, NamedSharding]:
+    """(replicated, batch-sharded) over a mesh of ``devices`` (default: every process's)."""
+    devices = list(devices or jax.devices())
     for name in ("batch_size", "eval_batch_size"):
         if getattr(config, name) % len(devices):
             raise ValueError(
@@ -226,115 +455,97 @@ def train_and_evaluate(
                 f"devices ({len(devices)})"
             )
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))
-    replicated = NamedSharding(mesh, P())
-    sharded = NamedSharding(mesh, P("data"))
+    return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
-    model = create_model(config, data.image_shape, config.seed)
-    graphdef, params = nnx.split(model, nnx.Param)
-    schedule = learning_rate_schedule(config, data.steps_per_epoch)
-    tx = optax.adamax(schedule, b1=config.b1, b2=config.b2)
-    checkpoints = _checkpoint_manager(workdir)
-    abstract = jax.eval_shape(lambda p: initial_state(p, tx), params)
-    if checkpoints.latest_step() is not None:
-        state = _restore(checkpoints, abstract, replicated)
-        start = int(state["step"])
-        _log(f"resumed from the checkpoint at step {start}")
-    else:
-        init = jax.device_put(data.init_batch(), replicated)
-        model.initialize(dequantize_init_batch(init, config.seed))
-        state = jax.device_put(initial_state(nnx.state(model, nnx.Param), tx), replicated)
-        start = 0
 
-    train_step = jax.jit(
-        make_train_step(graphdef, tx, config.ema_decay),
-        in_shardings=(replicated, sharded, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
-    eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(replicated, sharded, None, None))
-    sample_fn = jax.jit(
-        lambda p, k: to_uint8(
-            nnx.merge(graphdef, p).sample(k, config.num_samples, config.sample_temperature)
-        ),
-        in_shardings=(replicated, replicated),
-    )
-    base_key = jax.random.key(config.seed)
-    train_key = jax.random.fold_in(base_key, _TRAIN_STREAM)
-    metrics_file = workdir / "metrics.jsonl"
+class _MetricsLog:
+    """metrics.jsonl and expm_stats.jsonl: training rows, evaluation rows, (m, s) histograms.
 
-    def evaluate(step: int) -> float | None:
-        total, count = 0.0, 0
-        key = jax.random.fold_in(base_key, _EVAL_STREAM)
-        for images, n_valid in data.eval_batches():
-            total += float(eval_step(state["ema"], jax.device_put(images, sharded), n_valid, key))
-            count += n_valid
-        if not count:
-            return None
-        bpd = total / count
-        _append(metrics_file, {"step": step, "eval_bits_per_dim": bpd})
-        key = jax.random.fold_in(jax.random.fold_in(base_key, _SAMPLE_STREAM), step)
-        samples = np.asarray(sample_fn(state["ema"], key))
-        _plotting.save_grid(workdir / f"samples_{step:07d}.png", samples)
-        return bpd
+    Every process keeps the numbers (they are the same everywhere); only the one given a
+    ``workdir`` (the primary) writes and logs them.
+    """
 
-    batches = data.train_batches(start)
-    window: list[jax.Array] = []
-    last = {"train_bits_per_dim": math.nan, "eval_bits_per_dim": math.nan}
-    skipped_logged = int(state["skipped"])
-    tic, tic_step, seconds_per_step = time.perf_counter(), start, math.nan
-    bar = _progress(range(start, num_steps), num_steps, start, enabled=progress)
-    try:
-        for step in bar:
-            try:
-                images = np.asarray(next(batches))
-            except StopIteration:
-                raise ValueError(f"train_data ran out of batches at step {step}") from None
-            _check_batch(images, config.batch_size, "train batch")
-            key = jax.random.fold_in(train_key, step)
-            state, metrics = train_step(state, jax.device_put(images, sharded), key)
-            window.append(metrics["bits_per_dim"])
-            done = step + 1
-            if done % config.log_every_steps == 0 or done == num_steps:
-                bpd_values = np.asarray(jax.device_get(window))
-                finite = bpd_values[np.isfinite(bpd_values)]
-                train_bpd = float(finite.mean()) if finite.size else math.nan
-                window = []
-                now = time.perf_counter()
-                seconds_per_step = (now - tic) / max(done - tic_step, 1)
-                tic, tic_step = now, done
-                skipped = int(state["skipped"])
-                if skipped > skipped_logged:
-                    _log(f"step {done}: skipped {skipped - skipped_logged} non-finite batch(es)")
-                    skipped_logged = skipped
-                row = {
-                    "step": done,
-                    "train_bits_per_dim": train_bpd,
-                    "learning_rate": float(np.asarray(schedule(step))),
-                    "steps_per_second": 1.0 / seconds_per_step,
-                    "skipped_batches": skipped,
-                }
-                _append(metrics_file, row)
-                _log_expm_statistics(graphdef, state["params"], images, config, workdir, done)
-                last["train_bits_per_dim"] = train_bpd
-                bar.set_postfix(bpd=f"{train_bpd:.3f}")
-            if done % config.eval_every_steps == 0 or done == num_steps:
-                bpd = evaluate(done)
-                if bpd is not None:
-                    last["eval_bits_per_dim"] = bpd
-                    _log(f"step {done}: eval bits/dim {bpd:.4f}")
-            if done % config.checkpoint_every_steps == 0 or done == num_steps:
-                checkpoints.save(done, args=_save_args(state))
-    finally:
-        # Also on an interruption: let in-flight checkpoint writes land.
-        checkpoints.wait_until_finished()
-        checkpoints.close()
-    _plot_metrics(metrics_file, workdir / "bits_per_dim.png")
-    return {
-        "step": float(int(state["step"])),
-        **last,
-        "skipped_batches": float(int(state["skipped"])),
-        "seconds_per_step": seconds_per_step,
-    }
+    def __init__(self, workdir: Path | None, schedule: optax.Schedule, state: TrainState):
+        self.workdir = workdir
+        self.schedule = schedule
+        self.window: list[jax.Array] = []
+        self.skipped = int(state.skipped)
+        self.tic, self.tic_step = time.perf_counter(), int(state.step)
+        self.seconds_per_step = math.nan
+        self.last = {"train_bits_per_dim": math.nan, "eval_bits_per_dim": math.nan}
+
+    def _write(self, name: str, row: dict) -> None:
+        if self.workdir is not None:
+            _append(self.workdir / name, row)
+
+    def step(self, metrics) -> None:
+        self.window.append(metrics["bits_per_dim"])
+
+    def training(self, done: int, state: TrainState, expm: dict) -> None:
+        """Mean training bits/dim since the last row, rate, skips and the last (m, s)."""
+        values = np.asarray(jax.device_get(self.window))
+        self.window = []
+        finite = values[np.isfinite(values)]
+        train_bpd = float(finite.mean()) if finite.size else math.nan
+        now = time.perf_counter()
+        self.seconds_per_step = (now - self.tic) / max(done - self.tic_step, 1)
+        self.tic, self.tic_step = now, done
+        skipped = int(state.skipped)
+        if skipped > self.skipped and self.workdir is not None:
+            _log(f"step {done}: skipped {skipped - self.skipped} non-finite batch(es)")
+        self.skipped = skipped
+        self._write(
+            "metrics.jsonl",
+            {
+                "step": done,
+                "train_bits_per_dim": train_bpd,
+                "learning_rate": float(np.asarray(self.schedule(done - 1))),
+                "steps_per_second": 1.0 / self.seconds_per_step,
+                "skipped_batches": skipped,
+            },
+        )
+        for kind, (order, squarings) in expm.items():
+            row = {
+                "step": done,
+                "kind": kind,
+                "order": _statistics.histogram(_to_host(order)),
+                "squarings": _statistics.histogram(_to_host(squarings)),
+            }
+            self._write("expm_stats.jsonl", row)
+        self.last["train_bits_per_dim"] = train_bpd
+
+    def evaluation(self, step: int, bpd: float) -> None:
+        self._write("metrics.jsonl", {"step": step, "eval_bits_per_dim": bpd})
+        self.last["eval_bits_per_dim"] = bpd
+        if self.workdir is not None:
+            _log(f"step {step}: eval bits/dim {bpd:.4f}")
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    """All of a (possibly process-spanning) array, on every process."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def _check_same_config(config: configs.Config) -> None:
+    """Raise ``ValueError`` on every process unless all processes run the same config."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    text = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int64)
+    every = np.asarray(multihost_utils.process_allgather(digest)).reshape(-1)
+    differ = [i for i, d in enumerate(every) if d != every[0]]
+    if differ:
+        raise ValueError(
+            f"the {jax.process_count()} processes were given different configs: processes "
+            f"{differ} differ from process 0 (this is process {jax.process_index()}); "
+            "start every process with the same --config and --set options"
+        )
 
 
 def load_model(
@@ -357,62 +568,20 @@ def load_model(
       FileNotFoundError: no checkpoint in ``workdir``.
     """
     if image_shape is None:
-        image_shape = _IMAGE_SHAPES[config.dataset]
+        image_shape = input_pipeline.DATASETS[config.dataset].image_shape
     model = create_model(config, image_shape, config.seed)
-    _, params = nnx.split(model, nnx.Param)
     checkpoints = _checkpoint_manager(Path(workdir), create=False)
     try:
         if checkpoints.latest_step() is None:
             raise FileNotFoundError(f"no checkpoint in {Path(workdir) / 'checkpoints'}")
-        tx = optax.adamax(learning_rate_schedule(config, 1))  # the training state's structure
-        abstract = jax.eval_shape(lambda p: initial_state(p, tx), params)
+        tx = create_optimizer(config, 1)  # the training state's structure
+        params = nnx.state(model, nnx.Param)
+        abstract = jax.eval_shape(lambda p: create_train_state(p, tx), params)
         state = _restore(checkpoints, abstract, None)
     finally:
         checkpoints.close()
-    nnx.update(model, state["ema" if ema else "params"])
+    nnx.update(model, state.ema if ema else state.params)
     return model
-
-
-_IMAGE_SHAPES = {
-    "default": (32, 32, 3),
-    "cifar10": (32, 32, 3),
-    "imagenet_resized/32x32": (32, 32, 3),
-    "imagenet_resized/64x64": (64, 64, 3),
-}
-
-
-def initial_state(params, tx: optax.GradientTransformation) -> State:
-    """The training state at step 0, as :func:`make_train_step` takes it.
-
-    Args:
-      params: the model's ``nnx.Param`` state (``nnx.split(model, nnx.Param)[1]``).
-      tx: the optimiser.
-
-    Returns:
-      ``{"step", "skipped", "params", "opt_state", "ema"}``: counters at 0, the
-      parameters, the optimiser's initial state and the Polyak average (a copy of the
-      parameters).
-    """
-    return {
-        "step": jnp.zeros((), jnp.int32),
-        "skipped": jnp.zeros((), jnp.int32),
-        "params": params,
-        "opt_state": tx.init(params),
-        "ema": jax.tree.map(jnp.copy, params),
-    }
-
-
-def dequantize_init_batch(images: jax.Array, seed: int) -> jax.Array:
-    """The data-dependent initialisation batch: uint8 ``images`` dequantized as in training.
-
-    Args:
-      images: uint8 images (N, H, W, C).
-      seed: the run's seed; the noise comes from its own stream of it.
-
-    Returns:
-      Float images in [-1/2, 1/2] for ``Glow.initialize``.
-    """
-    return dequantize(images, jax.random.fold_in(jax.random.key(seed), _INIT_STREAM))
 
 
 def _checkpoint_manager(workdir: Path, create: bool = True):
@@ -422,13 +591,13 @@ def _checkpoint_manager(workdir: Path, create: bool = True):
     return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
 
 
-def _save_args(state: State):
+def _save_args(state: TrainState):
     import orbax.checkpoint as ocp
 
     return ocp.args.StandardSave(state)
 
 
-def _restore(checkpoints, abstract: State, sharding) -> State:
+def _restore(checkpoints, abstract: TrainState, sharding) -> TrainState:
     import orbax.checkpoint as ocp
 
     if sharding is None:
@@ -437,22 +606,6 @@ def _restore(checkpoints, abstract: State, sharding) -> State:
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract
     )
     return checkpoints.restore(checkpoints.latest_step(), args=ocp.args.StandardRestore(target))
-
-
-def _log_expm_statistics(graphdef, params, images, config, workdir: Path, step: int) -> None:
-    if config.expm_method not in jexpm.METHODS:
-        return
-    model = nnx.merge(graphdef, params)
-    x = dequantize_init_batch(jnp.asarray(images), config.seed)
-    stats = _diagnostics.expm_statistics(model, x)
-    for kind, values in stats.items():
-        row = {
-            "step": step,
-            "kind": kind,
-            "order": _diagnostics.histogram(values["order"]),
-            "squarings": _diagnostics.histogram(values["squarings"]),
-        }
-        _append(workdir / "expm_stats.jsonl", row)
 
 
 def _plot_metrics(metrics_file: Path, path: Path) -> None:
@@ -481,13 +634,55 @@ def _progress(iterable, total: int, initial: int, *, enabled: bool):
     return tqdm(iterable, total=total, initial=initial, disable=not enabled, desc="train")
 
 
+def initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    auto: bool = False,
+) -> None:
+    """Join JAX's multi-process runtime (``jax.distributed``) before any computation.
+
+    Either ``auto`` (the cluster is detected from its environment: SLURM, Open MPI,
+    and the others ``jax.distributed.initialize()`` knows), or all three of
+    ``coordinator`` ("host:port" of process 0), ``num_processes`` and ``process_id``.
+    On CPUs the processes reduce through gloo collectives.
+
+    Raises:
+      ValueError: some but not all of the three, or a process id out of range.
+    """
+    given = [v is not None for v in (coordinator, num_processes, process_id)]
+    if any(given) and not all(given):
+        raise ValueError(
+            "multi-process training needs all of --coordinator HOST:PORT, "
+            "--num-processes N and --process-id I (or --distributed-auto on a cluster)"
+        )
+    if not (auto or all(given)):
+        return
+    if all(given) and not (
+        num_processes is not None and process_id is not None and 0 <= process_id < num_processes
+    ):
+        raise ValueError(f"--process-id {process_id} must be in [0, {num_processes})")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if auto:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m flows.train --config NAME --workdir DIR [--set k=v ...]``."""
+    """Command line: ``python -m flows.train --config NAME --workdir DIR [--set k=v ...]``.
+
+    Several processes (one per host, or several on one machine) train one model
+    together when each is started with ``--coordinator HOST:PORT --num-processes N
+    --process-id I`` (or ``--distributed-auto`` where the cluster is detected), with
+    the same config and a work directory they all see.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m flows.train",
         description="Train a Glow with matrix-exponential layers (see flows.configs).",
     )
-    parser.add_argument("--config", default="default", choices=configs.PRESETS)
+    parser.add_argument("--config", default="default", choices=tuple(configs.PRESETS))
     parser.add_argument("--workdir", default=None, help="default: runs/<config>")
     parser.add_argument(
         "--set",
@@ -497,16 +692,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="override a config field, e.g. --set expm_method=ps --set batch_size=32",
     )
+    group = parser.add_argument_group("multi-process training (jax.distributed)")
+    group.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    group.add_argument("--num-processes", type=int, default=None, help="number of processes")
+    group.add_argument("--process-id", type=int, default=None, help="this process, 0..N-1")
+    group.add_argument(
+        "--distributed-auto",
+        action="store_true",
+        help="detect the processes from the cluster's environment (SLURM, Open MPI, ...)",
+    )
     args = parser.parse_args(argv)
     try:
         config = configs.override(configs.get_config(args.config), args.overrides)
+        initialize_distributed(
+            args.coordinator, args.num_processes, args.process_id, auto=args.distributed_auto
+        )
     except ValueError as e:
         parser.error(str(e))
     workdir = args.workdir or f"runs/{args.config}"
-    _log(f"config {args.config}: " + json.dumps(dataclasses.asdict(config)))
-    _log(f"devices: {jax.devices()}")
+    primary = jax.process_index() == 0
+    if primary:
+        _log(f"config {args.config}: " + json.dumps(dataclasses.asdict(config)))
+        _log(f"processes: {jax.process_count()}, devices: {jax.devices()}")
     result = train_and_evaluate(config, workdir)
-    _log(f"done: {json.dumps(result)}; outputs in {workdir}")
+    if primary:
+        _log(f"done: {json.dumps(result)}; outputs in {workdir}")
 
 
 if __name__ == "__main__":

@@ -279,9 +279,36 @@ def _phi1(a, *, tol, method, return_info):
     return (result, info) if return_info else result
 
 
+@overload
 def expm_lowrank(
-    u: ArrayLike, v: ArrayLike, *, tol: float | None = None, method: Method = "opt15"
-) -> jax.Array:
+    u: ArrayLike,
+    v: ArrayLike,
+    *,
+    tol: float | None = ...,
+    method: Method = ...,
+    return_info: Literal[False] = ...,
+) -> jax.Array: ...
+
+
+@overload
+def expm_lowrank(
+    u: ArrayLike,
+    v: ArrayLike,
+    *,
+    tol: float | None = ...,
+    method: Method = ...,
+    return_info: Literal[True],
+) -> tuple[jax.Array, ExpmInfo]: ...
+
+
+def expm_lowrank(
+    u: ArrayLike,
+    v: ArrayLike,
+    *,
+    tol: float | None = None,
+    method: Method = "opt15",
+    return_info: bool = False,
+) -> jax.Array | tuple[jax.Array, ExpmInfo]:
     r"""Exponential of a low-rank product, :math:`e^{UV} = I + U \varphi_1(VU) V`.
 
     Only the small r x r matrix VU is exponentiated, so the cost is
@@ -292,9 +319,11 @@ def expm_lowrank(
       v: array of shape (..., r, n).
       tol: tolerance passed to :func:`phi1`.
       method: method passed to :func:`phi1`.
+      return_info: also return the :class:`ExpmInfo` of the r x r :func:`phi1`
+        evaluation.
 
     Returns:
-      exp(u @ v), shape (..., n, n).
+      exp(u @ v), shape (..., n, n), and optionally the :class:`ExpmInfo`.
 
     Raises:
       ValueError: shapes that do not fit (..., n, r) and (..., r, n).
@@ -312,11 +341,12 @@ def expm_lowrank(
         v,
         tol=opt.check_tol(tol, "expm_lowrank"),
         method=opt.check_method(method, "expm_lowrank"),
+        return_info=return_info,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("tol", "method"))
-def _expm_lowrank(u, v, *, tol, method):
+@functools.partial(jax.jit, static_argnames=("tol", "method", "return_info"))
+def _expm_lowrank(u, v, *, tol, method, return_info):
     u, v = opt.as_inexact(u, v)
     if u.ndim < 2 or v.ndim < 2 or u.shape[-1] != v.shape[-2] or u.shape[-2] != v.shape[-1]:
         raise ValueError(
@@ -328,11 +358,11 @@ def _expm_lowrank(u, v, *, tol, method):
     work = opt.working_dtype(dtype)
     u, v = u.astype(work), v.astype(work)
     hi = lax.Precision.HIGHEST
-    p, _ = _approximant_call(jnp.matmul(v, u, precision=hi), "phi1", method, tol)
+    p, info = _approximant_call(jnp.matmul(v, u, precision=hi), "phi1", method, tol)
     n = u.shape[-2]
     upv = jnp.matmul(jnp.matmul(u, p, precision=hi), v, precision=hi)
-    out = upv + jnp.broadcast_to(jnp.eye(n, dtype=work), upv.shape)
-    return out.astype(dtype)
+    out = (upv + jnp.broadcast_to(jnp.eye(n, dtype=work), upv.shape)).astype(dtype)
+    return (out, info) if return_info else out
 
 
 def expm_frechet(

@@ -87,9 +87,12 @@ PRIVATE_IMPORTS = {
     ("benchmarks/accuracy.py", "flows._plotting"): "the trainer's PNG helpers",
 }
 
-#: Modules of the flow model, below the trainer.
-MODEL_MODULES = ("flows/__init__.py", "flows/_glow.py", "flows/_layers.py", "flows/_matexp.py")
-MODEL_MODULES += ("flows/_oft.py", "flows/_diagnostics.py", "flows/configs.py")
+#: Modules below the trainer: every module of flows but the trainer itself.
+MODEL_MODULES = tuple(
+    p.relative_to(ROOT).as_posix()
+    for p in sorted((ROOT / "flows").glob("*.py"))
+    if p.name != "train.py"
+)
 
 
 def _sources() -> list[Path]:

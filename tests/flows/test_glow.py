@@ -41,13 +41,15 @@ def decode(model, latents):
 def test_paper_architecture_by_default():
     """3 levels of 8/4/2 steps on 32x32x3; couplings exponentiate 6x6, 12x12, 24x24 per pixel."""
     model = nnx.eval_shape(lambda: flows.Glow(rngs=nnx.Rngs(0)))
-    assert [len(level.steps) for level in model.levels] == [8, 4, 2]
-    sizes = [level.steps[0].coupling.c2 for level in model.levels]
+    # each level's steps are one FlowStep with parameters stacked along a leading axis
+    assert [level.steps.actnorm.shift.shape[0] for level in model.levels] == [8, 4, 2]
+    sizes = [level.steps.coupling.c2 for level in model.levels]
     assert sizes == [6, 12, 24]
-    assert not any(level.steps[0].coupling.low_rank for level in model.levels)
-    conv_in = model.levels[0].steps[0].coupling.net.conv_in
+    assert not any(level.steps.coupling.low_rank for level in model.levels)
+    conv_in = model.levels[0].steps.coupling.net.conv_in
     assert conv_in.out_features == 128
-    assert len(model.levels[0].steps[0].coupling.net.blocks) == 8
+    assert conv_in.kernel.shape == (8, 3, 3, 6, 128)
+    assert model.levels[0].steps.coupling.net.blocks.conv1.kernel.shape[:2] == (8, 8)
     assert [level.split is not None for level in model.levels] == [True, True, False]
     assert model.latent_shapes == ((16, 16, 6), (8, 8, 12), (4, 4, 48))
     assert sum(math.prod(s) for s in model.latent_shapes) == 32 * 32 * 3
@@ -57,8 +59,8 @@ def test_imagenet64_top_level_goes_low_rank():
     model = nnx.eval_shape(
         lambda: flows.Glow((64, 64, 3), levels=4, steps_per_level=2, rngs=nnx.Rngs(0))
     )
-    c2 = [level.steps[0].coupling.c2 for level in model.levels]
-    low = [level.steps[0].coupling.low_rank for level in model.levels]
+    c2 = [level.steps.coupling.c2 for level in model.levels]
+    low = [level.steps.coupling.low_rank for level in model.levels]
     assert c2 == [6, 12, 24, 48]
     assert low == [False, False, False, True]
 
@@ -93,10 +95,15 @@ def test_initialize_normalises_the_first_actnorm():
     model = tiny()
     x = data(64)
     model.initialize(x)
-    actnorm = model.levels[0].steps[0].actnorm
-    y, _ = actnorm.forward_and_log_det(flows._layers.squeeze(x))
+    first = jax.tree.map(lambda p: p[0], nnx.state(model.levels[0].steps.actnorm))
+    actnorm = flows.ActNorm(4, 4, 12, rngs=nnx.Rngs(0))
+    nnx.update(actnorm, first)
+    y, _ = actnorm.forward_and_log_det(flows.Squeeze().forward(x))
     np.testing.assert_allclose(jnp.mean(y, axis=0), 0.0, atol=1e-4)
     np.testing.assert_allclose(jnp.std(y, axis=0), 1.0, atol=1e-3)
+    # every later step was initialised from the activations reaching it: all differ
+    shifts = model.levels[0].steps.actnorm.shift[...]
+    assert not np.allclose(shifts[0], shifts[1])
 
 
 def test_bits_per_dim_is_the_change_of_variables_formula():
@@ -184,3 +191,13 @@ def test_bad_inputs_raise():
 def test_to_uint8_inverts_dequantize():
     imgs = images()
     np.testing.assert_array_equal(flows.to_uint8(flows.dequantize(imgs, jax.random.key(1))), imgs)
+
+
+def test_scanned_steps_run_under_plain_jax_transforms_of_a_closure():
+    """jax.jit and jax.grad of a function that closes over the model (no nnx.jit)."""
+    model = tiny()
+    x = data()
+    expected = model.log_prob(x)
+    np.testing.assert_allclose(jax.jit(lambda v: model.log_prob(v))(x), expected, rtol=1e-6)
+    g = jax.grad(lambda v: jnp.sum(model.log_prob(v)))(x)
+    assert g.shape == x.shape and bool(jnp.all(jnp.isfinite(g)))

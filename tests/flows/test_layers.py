@@ -30,27 +30,59 @@ def _coupling(cls, **kw):
     return lambda rngs, pd: cls(SHAPE[-1], param_dtype=pd, rngs=rngs, **SMALL, **kw)
 
 
+def _from_registry(name: str, **kw):
+    """A coupling of flows.COUPLINGS, built the way a model builds it."""
+
+    def build(rngs, pd):
+        options = flows.CouplingOptions(**SMALL, param_dtype=pd, **kw)
+        return flows.COUPLINGS[name].from_options(SHAPE[-1], options, rngs=rngs)
+
+    return build
+
+
 REGISTRY = {
     "actnorm": Entry(lambda rngs, pd: flows.ActNorm(*SHAPE[1:], param_dtype=pd, rngs=rngs)),
     "squeeze": Entry(lambda rngs, pd: flows.Squeeze(), identity_at_init=False),
     "split": Entry(lambda rngs, pd: flows.Split(SHAPE[-1], param_dtype=pd, rngs=rngs)),
-    "additive": Entry(_coupling(flows.AdditiveCoupling)),
-    "affine": Entry(_coupling(flows.AffineCoupling)),
-    "matrix_exp_coupling": Entry(_coupling(flows.MatrixExpCoupling, low_rank=False)),
-    "matrix_exp_coupling_low_rank": Entry(
-        _coupling(flows.MatrixExpCoupling, low_rank=True, rank=2)
-    ),
+    **{name: Entry(_from_registry(name, low_rank=False)) for name in flows.COUPLINGS},
+    "matrix_exp_low_rank": Entry(_from_registry("matrix_exp", low_rank=True, rank=2)),
     "matrix_exp_1x1": Entry(
         lambda rngs, pd: flows.MatrixExp1x1Conv(SHAPE[-1], param_dtype=pd, rngs=rngs),
         identity_at_init=False,
     ),
+    "flow_step": Entry(
+        lambda rngs, pd: flows.FlowStep(
+            SHAPE[1:],
+            coupling="matrix_exp",
+            options=flows.CouplingOptions(**SMALL, param_dtype=pd),
+            rngs=rngs,
+        ),
+        identity_at_init=False,
+    ),
+    "level": Entry(
+        lambda rngs, pd: flows.Level(
+            SHAPE[1:],
+            2,
+            split=True,
+            coupling="matrix_exp",
+            options=flows.CouplingOptions(**SMALL, param_dtype=pd),
+            rngs=rngs,
+        ),
+        identity_at_init=False,
+    ),
+    "chain": Entry(
+        lambda rngs, pd: flows.Chain(
+            actnorm=flows.ActNorm(*SHAPE[1:], param_dtype=pd, rngs=rngs),
+            coupling=_coupling(flows.AffineCoupling)(rngs, pd),
+        )
+    ),
 }
 # Every exact exponential method through both matrix-exp layers.
 for _method in ("ps", "baseline", "jax.scipy"):
-    REGISTRY[f"matrix_exp_coupling[{_method}]"] = Entry(
+    REGISTRY[f"matrix_exp[{_method}]"] = Entry(
         _coupling(flows.MatrixExpCoupling, low_rank=False, method=_method), core=False
     )
-    REGISTRY[f"matrix_exp_coupling_low_rank[{_method}]"] = Entry(
+    REGISTRY[f"matrix_exp_low_rank[{_method}]"] = Entry(
         _coupling(flows.MatrixExpCoupling, low_rank=True, rank=2, method=_method), core=False
     )
     REGISTRY[f"matrix_exp_1x1[{_method}]"] = Entry(
@@ -264,9 +296,9 @@ def test_a_registered_exponential_is_used_by_the_layers(monkeypatch):
     np.testing.assert_allclose(y, jnp.einsum("bhwc,dc->bhwd", x, m), rtol=1e-6, atol=1e-6)
     # the low-rank default is the dense exponential of u @ v
     u, v = jnp.ones((5, 2)), jnp.full((2, 5), 0.5)
-    np.testing.assert_allclose(
-        flows._matexp.expm_lowrank(u, v, method="I plus A", tol=None), jnp.eye(5) + u @ v
-    )
+    value, info = flows._matexp.expm_lowrank(u, v, method="I plus A", tol=None)
+    np.testing.assert_allclose(value, jnp.eye(5) + u @ v)
+    assert info is None  # a registered exponential reports no (m, s)
     with pytest.raises(ValueError, match="registered already"):
         flows.register_exponential("I plus A", _i_plus_a)
     with pytest.raises(ValueError, match="registered already"):
@@ -286,7 +318,7 @@ def test_wrong_rank_raises(name):
         layer.forward_and_log_det(jnp.zeros((4, 4, 6)))
 
 
-@pytest.mark.parametrize("name", ["actnorm", "split", "additive", "matrix_exp_coupling"])
+@pytest.mark.parametrize("name", ["actnorm", "split", "additive", "matrix_exp"])
 def test_channel_mismatch_raises(name):
     layer = REGISTRY[name].build(nnx.Rngs(0), jnp.float32)
     with pytest.raises(ValueError, match=r"6 channels.*\(1, 4, 4, 5\)"):

@@ -1,0 +1,345 @@
+"""Coupling layers and their network, in one registry from name to class.
+
+A coupling splits the channels x = (x1, x2), passes x1 through, and transforms x2
+with parameters computed from x1 by a convolutional network (:class:`ConvNet`).
+:data:`COUPLINGS` maps the names a model or config uses to the classes; every class
+is built from the same :class:`CouplingOptions` by ``from_options``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from . import _matexp, _stacked, _statistics
+from ._bijector import Bijector, check_image, sum_per_member
+
+
+class ResidualBlock(nnx.Module):
+    """x -> elu(x + conv3x3(elu(conv1x1(elu(conv3x3(x))))))."""
+
+    def __init__(self, channels: int, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        kw = {"padding": "SAME", "param_dtype": param_dtype, "rngs": rngs}
+        self.conv1 = nnx.Conv(channels, channels, (3, 3), **kw)
+        self.conv2 = nnx.Conv(channels, channels, (1, 1), **kw)
+        self.conv3 = nnx.Conv(channels, channels, (3, 3), **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = jax.nn.elu(self.conv1(x))
+        h = jax.nn.elu(self.conv2(h))
+        return jax.nn.elu(x + self.conv3(h))
+
+
+class ConvNet(nnx.Module):
+    """The coupling network: 3x3 conv + LayerNorm + ELU, residual blocks, zero 3x3 conv.
+
+    The output convolution starts at zero, so every coupling starts as the identity.
+    The residual blocks' parameters are stacked and the blocks run under one
+    ``nnx.scan``, so compile time does not grow with their number.
+
+    Args:
+      in_channels: input channels.
+      out_channels: output channels.
+      hidden_channels: width of the hidden layers (default 128).
+      residual_blocks: number of residual blocks (default 8).
+      param_dtype: dtype of the parameters (default float32).
+      rngs: random streams for the convolution kernels.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        hidden_channels: int = 128,
+        residual_blocks: int = 8,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        conv = {"padding": "SAME", "param_dtype": param_dtype, "rngs": rngs}
+        self.conv_in = nnx.Conv(in_channels, hidden_channels, (3, 3), **conv)
+        self.norm = nnx.LayerNorm(hidden_channels, param_dtype=param_dtype, rngs=rngs)
+        self.blocks = (
+            _stacked.stack(
+                residual_blocks,
+                lambda rngs: ResidualBlock(hidden_channels, param_dtype=param_dtype, rngs=rngs),
+                rngs,
+            )
+            if residual_blocks
+            else None
+        )
+        zeros = nnx.initializers.zeros_init()
+        self.conv_out = nnx.Conv(
+            hidden_channels, out_channels, (3, 3), kernel_init=zeros, bias_init=zeros, **conv
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = jax.nn.elu(self.norm(self.conv_in(x)))
+        if self.blocks is not None:
+            h = _stacked.scan(lambda h, block: block(h), h, self.blocks)
+        return self.conv_out(h)
+
+
+@dataclasses.dataclass(frozen=True)
+class CouplingOptions:
+    """Everything but the channel count that a coupling of :data:`COUPLINGS` is built from.
+
+    Attributes:
+      hidden_channels: width of the coupling network.
+      residual_blocks: residual blocks in the coupling network.
+      low_rank: matrix-exp couplings only: ``None`` for low-rank exactly when the
+        transformed half has more than 24 channels, or ``True``/``False``.
+      rank: matrix-exp couplings only: rank of the low-rank form.
+      method: exponential method of the matrix-exp couplings (and of the flow's 1x1
+        convolutions), one of ``flows.EXPM_METHODS`` or a registered name.
+      tol: tolerance of the jexpm methods (``None``: the dtype's unit roundoff).
+      param_dtype: dtype of the parameters.
+    """
+
+    hidden_channels: int = 128
+    residual_blocks: int = 8
+    low_rank: bool | None = None
+    rank: int = 3
+    method: str = "opt15"
+    tol: float | None = None
+    param_dtype: Any = jnp.float32
+
+
+class Coupling(Bijector):
+    """Shared frame: x = (x1, x2) split on channels, x1 passes, x2 is transformed by net(x1).
+
+    Subclasses set ``outputs_per_channel`` (network outputs per transformed channel)
+    and implement ``_transform``.
+    """
+
+    outputs_per_channel = 1
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        hidden_channels: int = 128,
+        residual_blocks: int = 8,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+        extra_outputs: int = 0,
+    ):
+        if channels < 2:
+            raise ValueError(f"{self.name}: needs at least 2 channels, got {channels}")
+        self.channels = channels
+        self.c1 = channels // 2
+        self.c2 = channels - self.c1
+        self.net = ConvNet(
+            self.c1,
+            self.c2 * self.outputs_per_channel + extra_outputs,
+            hidden_channels=hidden_channels,
+            residual_blocks=residual_blocks,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+
+    @classmethod
+    def from_options(cls, channels: int, options: CouplingOptions, *, rngs: nnx.Rngs):
+        """The coupling for ``channels`` channels with the network of ``options``."""
+        return cls(
+            channels,
+            hidden_channels=options.hidden_channels,
+            residual_blocks=options.residual_blocks,
+            param_dtype=options.param_dtype,
+            rngs=rngs,
+        )
+
+    def _split(self, x):
+        check_image(x, self.name, self.channels)
+        return x[..., : self.c1], x[..., self.c1 :]
+
+    def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Data to latent: y2 = f(x2; net(x1)), y1 = x1."""
+        x1, x2 = self._split(x)
+        y2, log_det = self._transform(x2, self.net(x1), inverse=False)
+        return jnp.concatenate([x1, y2], axis=-1), log_det
+
+    def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Latent to data: x2 = f^{-1}(y2; net(y1)), x1 = y1."""
+        y1, y2 = self._split(y)
+        x2, log_det = self._transform(y2, self.net(y1), inverse=True)
+        return jnp.concatenate([y1, x2], axis=-1), log_det
+
+    def _transform(self, x2, h, *, inverse: bool):
+        raise NotImplementedError
+
+
+class AdditiveCoupling(Coupling):
+    r"""Additive coupling (NICE): :math:`y_2 = x_2 + b(x_1)`, log-det 0.
+
+    Args:
+      channels: input channels; the first ``channels // 2`` condition the rest.
+      hidden_channels: width of the coupling network (default 128).
+      residual_blocks: residual blocks in the coupling network (default 8).
+      param_dtype: dtype of the parameters (default float32).
+      rngs: random streams for the network.
+    """
+
+    def _transform(self, x2, h, *, inverse):
+        out = x2 - h if inverse else x2 + h
+        return out, jnp.zeros(x2.shape[:1], x2.dtype)
+
+
+class AffineCoupling(Coupling):
+    r"""Affine coupling (Real NVP, Glow): :math:`y_2 = s \odot x_2 + b`, s = 2 sigmoid(raw).
+
+    The scale lies in (0, 2) and is exactly 1 at initialisation (Glow uses
+    sigmoid(raw + 2), which starts at 0.88), so the layer starts as the identity.
+
+    Args:
+      channels: input channels; the first ``channels // 2`` condition the rest.
+      hidden_channels: width of the coupling network (default 128).
+      residual_blocks: residual blocks in the coupling network (default 8).
+      param_dtype: dtype of the parameters (default float32).
+      rngs: random streams for the network.
+    """
+
+    outputs_per_channel = 2
+
+    def _transform(self, x2, h, *, inverse):
+        b, raw = h[..., : self.c2], h[..., self.c2 :]
+        log_s = math.log(2.0) + jax.nn.log_sigmoid(raw)
+        if inverse:
+            return (x2 - b) * jnp.exp(-log_s), -sum_per_member(log_s)
+        return x2 * jnp.exp(log_s) + b, sum_per_member(log_s)
+
+
+class MatrixExpCoupling(Coupling):
+    r"""Matrix-exponential coupling: :math:`y_2 = e^{S(x_1)} x_2 + b(x_1)` at every pixel.
+
+    The network on :math:`x_1` outputs the shift b and, per pixel and per sample, a
+    :math:`c_2 \times c_2` matrix
+
+    .. math::  S = \rho \tanh(\alpha \odot R + \beta) + \sigma,
+
+    with R the raw network output and learnable entry-wise :math:`\alpha` (init 1/8),
+    :math:`\beta` (init 0), :math:`\rho` (init :math:`1/c_2`), :math:`\sigma` (init 0);
+    the log-determinant is :math:`\sum_{hw} \mathrm{tr}\, S_{hw}` and the inverse is
+    :math:`x_2 = e^{-S}(y_2 - b)` (Xiao & Liu 2020, section 4.2).
+
+    In the low-rank form :math:`S = UV` with U (c2, rank), V (rank, c2), each squashed
+    like S (:math:`\rho` init :math:`1/\sqrt{c_2}`), and :math:`e^{UV}` is computed by
+    :func:`jexpm.expm_lowrank` from a rank x rank exponential. U's offset
+    :math:`\sigma_U` starts at a fixed random matrix instead of 0, so that S = 0 at
+    initialisation without U = V = 0, a saddle where neither factor receives a
+    gradient. Under ``nnx.capture`` the layer records its exponentials' (m, s) as
+    ``"expm_coupling"`` (:func:`flows.expm_statistics`).
+
+    Args:
+      channels: input channels; the first ``channels // 2`` condition the other
+        :math:`c_2` = ``channels - channels // 2``.
+      hidden_channels: width of the coupling network (default 128).
+      residual_blocks: residual blocks in the coupling network (default 8).
+      low_rank: ``True`` for the low-rank form, ``False`` for full S, ``None``
+        (default) for low-rank exactly when :math:`c_2 > 24`, as in the paper.
+      rank: rank of the low-rank form (default 3).
+      method: exponential method, one of ``flows.EXPM_METHODS`` (default "opt15") or a
+        name registered with ``flows.register_exponential``.
+      tol: tolerance for the jexpm methods (``None``: the dtype's unit roundoff).
+      param_dtype: dtype of the parameters (default float32).
+      rngs: random streams for the network and the low-rank offset.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        hidden_channels: int = 128,
+        residual_blocks: int = 8,
+        low_rank: bool | None = None,
+        rank: int = 3,
+        method: str = "opt15",
+        tol: float | None = None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        _matexp.check_method(method, tol)
+        c2 = channels - channels // 2
+        self.low_rank = c2 > 24 if low_rank is None else bool(low_rank)
+        if self.low_rank and not (isinstance(rank, int) and 1 <= rank <= c2):
+            raise ValueError(f"{self.name}: rank must be in [1, {c2}], got {rank!r}")
+        self.rank = rank
+        self.method, self.tol = method, tol
+        n_raw = 2 * rank * c2 if self.low_rank else c2 * c2
+        super().__init__(
+            channels,
+            hidden_channels=hidden_channels,
+            residual_blocks=residual_blocks,
+            param_dtype=param_dtype,
+            rngs=rngs,
+            extra_outputs=n_raw,
+        )
+        rho = 1.0 / math.sqrt(c2) if self.low_rank else 1.0 / c2
+        self.alpha = nnx.Param(jnp.full((n_raw,), 1.0 / 8, param_dtype))
+        self.beta = nnx.Param(jnp.zeros((n_raw,), param_dtype))
+        self.rho = nnx.Param(jnp.full((n_raw,), rho, param_dtype))
+        sigma = jnp.zeros((n_raw,), param_dtype)
+        if self.low_rank:
+            u0 = jax.random.normal(rngs.params(), (rank * c2,), param_dtype) / math.sqrt(c2)
+            sigma = sigma.at[: rank * c2].set(u0)
+        self.sigma = nnx.Param(sigma)
+
+    @classmethod
+    def from_options(cls, channels: int, options: CouplingOptions, *, rngs: nnx.Rngs):
+        """The coupling for ``channels`` channels as ``options`` describe it."""
+        return cls(
+            channels,
+            hidden_channels=options.hidden_channels,
+            residual_blocks=options.residual_blocks,
+            low_rank=options.low_rank,
+            rank=options.rank,
+            method=options.method,
+            tol=options.tol,
+            param_dtype=options.param_dtype,
+            rngs=rngs,
+        )
+
+    def generator(self, raw: jax.Array):
+        """S, or its factors (U, V) in the low-rank form, from the raw network output."""
+        s = self.rho[...] * jnp.tanh(self.alpha[...] * raw + self.beta[...]) + self.sigma[...]
+        c2 = self.c2
+        if self.low_rank:
+            n = self.rank * c2
+            u = s[..., :n].reshape(*s.shape[:-1], c2, self.rank)
+            v = s[..., n:].reshape(*s.shape[:-1], self.rank, c2)
+            return u, v
+        return s.reshape(*s.shape[:-1], c2, c2)
+
+    def _transform(self, x2, h, *, inverse):
+        b, raw = h[..., : self.c2], h[..., self.c2 :]
+        sign = -1.0 if inverse else 1.0
+        kw = {"method": self.method, "tol": self.tol}
+        generator = self.generator(raw)
+        if isinstance(generator, tuple):  # the low-rank form's factors
+            u, v = generator
+            e, info = _matexp.expm_lowrank(sign * u, v, **kw)
+            trace = jnp.sum(u * jnp.swapaxes(v, -1, -2), axis=(-2, -1))
+        else:
+            s = generator
+            e, info = _matexp.expm(sign * s, **kw)
+            trace = jnp.trace(s, axis1=-2, axis2=-1)
+        _statistics.record(self, "expm_coupling", info)
+        log_det = sign * sum_per_member(trace)
+        if inverse:
+            return jnp.einsum("...ij,...j->...i", e, x2 - b), log_det
+        return jnp.einsum("...ij,...j->...i", e, x2) + b, log_det
+
+
+#: Coupling name -> class; every class is built by ``from_options(channels, options,
+#: rngs=rngs)``.
+COUPLINGS: Mapping[str, type[Coupling]] = {
+    "matrix_exp": MatrixExpCoupling,
+    "affine": AffineCoupling,
+    "additive": AdditiveCoupling,
+}
