@@ -311,7 +311,7 @@ def _shapes(a: jax.Array, b: jax.Array, t: jax.Array | None):
 
 
 def _promote(a, b, t):
-    """a and b in their common inexact dtype, t in its real (or complex) counterpart.
+    """The inputs: a and b in their common inexact dtype, t real (or complex) to match.
 
     A real t multiplies a complex a without promoting it; otherwise JAX's rules apply
     (under ``jax_numpy_dtype_promotion="strict"``, t must match a's precision).
