@@ -238,9 +238,9 @@ class Step(NamedTuple):
 def step_of(x: jax.Array, path: ActionPath) -> Step:
     """The shifted matrix and the factors of every step.
 
-    X0 itself is used, not X0 / s: a rounded X0 / s would perturb every step the same
-    way, while the factor 1 / (s j) applied to each product rounds independently (on
-    the matrix "integer_generator" of the tests, 7e-14 against 8e-16 relative error).
+    X0 itself is used, not X0 / s: a rounded X0 / s would repeat its rounding in every
+    step, while the factor 1 / (s j) applied to each product rounds independently (as
+    in SciPy's implementation; docs/design.md, section 8).
     """
     x0, mu = shift(x)
     s = jnp.maximum(path.steps, 1).astype(jnp.finfo(x.dtype).dtype)

@@ -47,8 +47,8 @@ class ActionInfo(NamedTuple):
         the n x k block): the Taylor terms summed, times k, for ``"action"``; k for
         ``"expm"``.
       matrix_products: n x n matrix products: those spent on the norms of powers
-        (0 or 3, the same for the whole batch) for ``"action"``, those of
-        :func:`jexpm.expm` for ``"expm"``.
+        (0 or 3, the same for every member of a batch, or of a slice of a large one)
+        for ``"action"``, those of :func:`jexpm.expm` for ``"expm"``.
     """
 
     order: jax.Array
