@@ -2,7 +2,8 @@
 
 Taylor approximants of order 1, 2, 4, 8 and 15+ evaluated with Sastre's formulas,
 order and scaling chosen on device, exact derivatives of the computed approximant in
-forward and reverse mode, and batching rules.
+forward and reverse mode, and batching rules; and the action e^(tA) B without
+forming e^(tA) (``expm_multiply``).
 """
 
 from importlib import metadata as _metadata
@@ -12,17 +13,25 @@ from ._expm import expm as expm
 from ._expm import expm_frechet as expm_frechet
 from ._expm import expm_lowrank as expm_lowrank
 from ._expm import phi1 as phi1
+from ._multiply import MULTIPLY_METHODS as MULTIPLY_METHODS
+from ._multiply import ActionInfo as ActionInfo
+from ._multiply import MultiplyMethod as MultiplyMethod
+from ._multiply import expm_multiply as expm_multiply
 from ._options import METHODS as METHODS
 from ._options import Method as Method
 from ._orthogonal import orthogonal as orthogonal
 
 __all__ = [
     "METHODS",
+    "MULTIPLY_METHODS",
+    "ActionInfo",
     "ExpmInfo",
     "Method",
+    "MultiplyMethod",
     "expm",
     "expm_frechet",
     "expm_lowrank",
+    "expm_multiply",
     "orthogonal",
     "phi1",
 ]

@@ -110,3 +110,16 @@ def test_low_precision_errors_match_the_dtypes():
     assert errors["float32"] < 1e-6
     assert 1e-5 < errors["float16"] < 2e-3
     assert 1e-4 < errors["bfloat16"] < 1e-2
+
+
+def test_expm_multiply_program_writes_its_report(tmp_path):
+    from benchmarks import expm_multiply as action_bench
+
+    out = tmp_path / "action.md"
+    args = ["--workloads", "d", "--norms", "2", "--ks", "1", "--repeats", "1"]
+    action_bench.main([*args, "--scipy-members", "2", "--out", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    (row,) = data["speed"]["rows"]
+    assert row["workload"] == "(d) 64×48×48" and row["k"] == 1
+    assert float(row["err action"]) < 5e-6 and float(row["err expm@b"]) < 5e-6
+    assert "Crossover in this run" in out.read_text()

@@ -1,0 +1,472 @@
+"""expm_multiply: e^(tA) B against mpmath and SciPy, its selection, derivatives and API.
+
+Accuracy criterion (float64): for each of the catalogue's hard matrices with
+||A||_1 <= 2e4 (beyond, Al-Mohy and Higham's algorithm needs more than 2000 steps and
+SciPy's reference run takes seconds), the largest relative error against mpmath over
+t in {1, 1/4, -1} and 6 random vectors is within 10 x max(SciPy ``expm_multiply``'s
+largest on the same problems, u). The maximum over several problems, rather than each
+problem alone, because on ill-conditioned matrices both codes' errors scatter over two
+orders of magnitude from one vector to the next at the same path (on
+"integer_generator" and "sinh_overflow" from 6e-16 to 6e-14, SciPy's as much as
+ours), so that a single problem compares luck, not the methods.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.sparse.linalg
+from jax.test_util import check_grads
+
+import jexpm
+from jexpm import _action
+from tests.helpers import enable_x64, random_with_norm, rel_err
+from tests.jexpm.matrices import CASES
+
+U64 = 2.0**-53
+F32_TOL = 5e-6
+
+
+def _mp(x):
+    return mpmath.mpc(complex(x).real, complex(x).imag)
+
+
+def mp_action(a: np.ndarray, b: np.ndarray, dps: int) -> np.ndarray:
+    """e^A B in mpmath at ``dps`` digits (product included), rounded to complex128."""
+    with mpmath.workdps(dps):
+        e = mpmath.expm(mpmath.matrix([[_mp(z) for z in row] for row in a]))
+        y = e * mpmath.matrix([[_mp(z) for z in row] for row in b])
+        return np.array([[complex(y[i, j]) for j in range(b.shape[1])] for i in range(len(a))])
+
+
+def _member_errors(y, ref) -> np.ndarray:
+    return np.array([rel_err(y[i], ref[i]) for i in range(len(ref))])
+
+
+# --- theta_m, recomputed from the series -------------------------------------------
+
+
+@functools.cache
+def _mp_coefficients(m: int, terms: int = 400) -> list:
+    """|f_k| of h_(m+1)(x) = -x + log T_m(x) (zero for k <= m), by the power-series
+    logarithm of T_m itself (f = log g: k f_k g_0 = k g_k - sum_(j<k) j f_j g_(k-j)) in
+    mpmath at 40 digits; theta_m by bisection on sum_k |f_k| x^(k-1) = tol."""
+    with mpmath.workdps(40):
+        g = [1 / mpmath.factorial(j) if j <= m else mpmath.mpf(0) for j in range(terms)]
+        f = [mpmath.mpf(0)] * terms
+        for k in range(1, terms):
+            f[k] = g[k] - sum(j * f[j] * g[k - j] for j in range(max(1, k - m), k)) / k
+        f[1] -= 1  # the -x of e^-x
+        return [abs(f[k]) if k > m else mpmath.mpf(0) for k in range(terms)]
+
+
+def _mp_theta(m: int, tol: float) -> float:
+    c = _mp_coefficients(m)
+    with mpmath.workdps(40):
+
+        def ratio(x):
+            return mpmath.polyval(c[1:], x, asc=True)
+
+        lo, hi = mpmath.mpf(0), mpmath.mpf(64)
+        for _ in range(70):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if ratio(mid) <= tol else (lo, mid)
+        return float(lo)
+
+
+# [AH11] Table 3.1, as printed (two significant digits): m -> (theta double, single).
+_TABLE_3_1 = {
+    5: (2.4e-3, 1.3e-1),
+    10: (1.4e-1, 1.0e0),
+    15: (6.4e-1, 2.2e0),
+    20: (1.4e0, 3.6e0),
+    25: (2.4e0, 4.9e0),
+    30: (3.5e0, 6.3e0),
+    35: (4.7e0, 7.7e0),
+    40: (6.0e0, 9.1e0),
+    45: (7.2e0, 1.1e1),
+    50: (8.5e0, 1.2e1),
+    55: (9.9e0, 1.3e1),
+}
+
+
+@pytest.mark.parametrize("m", [1, 2, 5, 10, 20, 35, 55])
+def test_theta_matches_an_independent_mpmath_series(m):
+    for tol in (2.0**-53, 2.0**-24, 2.0**-8):
+        assert _action.theta(tol)[m - 1] == pytest.approx(_mp_theta(m, tol), rel=1e-9)
+
+
+def test_theta_reproduces_the_published_table():
+    for m, (double, single) in _TABLE_3_1.items():
+        for tol, printed in ((2.0**-53, double), (2.0**-24, single)):
+            got = float(f"{_action.theta(tol)[m - 1]:.2g}")
+            assert got == printed, (m, tol, got, printed)
+    theta = _action.theta(2.0**-53)
+    assert np.all(np.diff(theta) > 0)
+
+
+# --- float64 accuracy: hard matrices, mpmath and SciPy --------------------------------
+
+_TIMES = (1.0, 0.25, -1.0)
+
+
+def _hard_groups() -> dict[tuple[int, bool], list[str]]:
+    """Catalogue cases with ||A||_1 <= 2e4 by (n, complex): one batched call each."""
+    groups: dict[tuple[int, bool], list[str]] = {}
+    for name, case in CASES.items():
+        if np.abs(case.a).sum(axis=0).max() <= 2e4:
+            groups.setdefault((len(case.a), np.iscomplexobj(case.a)), []).append(name)
+    return groups
+
+
+_GROUPS = _hard_groups()
+
+
+def _column_errors(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    return np.abs(y - ref).sum(axis=0) / np.abs(ref).sum(axis=0)
+
+
+@pytest.mark.parametrize("key", sorted(_GROUPS), ids=lambda k: f"n{k[0]}{'c' if k[1] else ''}")
+def test_float64_hard_matrices_within_10x_of_scipy(key):
+    """Per matrix, the largest error over t in _TIMES and 6 random vectors is within
+    10 x max(SciPy's largest on the same 18 problems, u). One batched call per size,
+    whose members differ in t, order and steps."""
+    n, complex_ = key
+    rng = np.random.default_rng(n)
+    members = [(name, t) for name in _GROUPS[key] for t in _TIMES]
+    a = np.stack([CASES[name].a for name, _ in members])
+    t = np.array([t for _, t in members])
+    b = rng.standard_normal((len(members), n, 6))
+    if complex_:
+        b = b + 1j * rng.standard_normal(b.shape)
+    with enable_x64():
+        y, info = jexpm.expm_multiply(a, b, t=t, return_info=True)
+        y = np.asarray(y)
+    ours: dict[str, list[float]] = {}
+    theirs: dict[str, list[float]] = {}
+    for i, (name, ti) in enumerate(members):
+        ref = mp_action(ti * a[i], b[i], CASES[name].dps)
+        ref = ref if complex_ else ref.real
+        if not np.all(np.isfinite(ref)) or np.abs(ref).max() > 1e300:
+            continue  # e^(tA) B overflows
+        scipy_y = scipy.sparse.linalg.expm_multiply(ti * a[i], b[i])
+        ours.setdefault(name, []).extend(_column_errors(y[i], ref))
+        theirs.setdefault(name, []).extend(_column_errors(scipy_y, ref))
+        assert int(info.steps[i]) >= 1
+    assert len(ours) == len(_GROUPS[key])
+    for name in ours:
+        mine, scipy_max = max(ours[name]), max(theirs[name])
+        assert mine <= 10 * max(scipy_max, U64), f"{name}: {mine:.2e} > 10 x scipy {scipy_max:.2e}"
+
+
+def test_float64_random_against_scipy_expm():
+    """Flow-sized random matrices, per-member t, against scipy.linalg.expm(tA) @ B."""
+    rng = np.random.default_rng(3)
+    for n in (6, 24):
+        a = (
+            random_with_norm(rng, (6, n, n), 1.0)
+            * np.array([0.1, 1, 3, 10, 30, 100])[:, None, None]
+        )
+        b = rng.standard_normal((6, n, 3))
+        t = rng.uniform(-1, 1, 6)
+        with enable_x64():
+            y = np.asarray(jexpm.expm_multiply(a, b, t=t))
+        ref = np.stack(
+            [scipy.linalg.expm(ti * ai) @ bi for ai, bi, ti in zip(a, b, t, strict=True)]
+        )
+        assert np.max(_member_errors(y, ref)) <= 200 * U64
+
+
+@pytest.mark.parametrize("n", [6, 12, 24, 48])
+def test_float32_at_flow_sizes(n):
+    """Norms up to 8 (a coupling's matrices have norm about 1). At norm 30 the error of
+    the action reaches 1e-5 .. 5e-5 for n = 6 and 12 (README, benchmarks)."""
+    rng = np.random.default_rng(n)
+    norms = np.repeat([1e-3, 0.1, 1.0, 2.0, 4.0, 8.0], 4)
+    a = random_with_norm(rng, (24, n, n), 1.0) * norms[:, None, None]
+    b = rng.standard_normal((24, n))
+    y = jexpm.expm_multiply(a.astype(np.float32), b.astype(np.float32))
+    assert y.dtype == jnp.float32
+    a32, b32 = a.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64)
+    ref = np.stack([scipy.linalg.expm(x) @ v for x, v in zip(a32, b32, strict=True)])
+    errors = _member_errors(np.asarray(y)[..., None], ref[..., None])
+    assert np.max(errors) <= F32_TOL, errors
+
+
+# --- the selection: every branch --------------------------------------------------
+
+
+def test_zero_and_scalar_matrices_take_no_terms():
+    b = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    a = np.stack([np.zeros((3, 3)), 0.7 * np.eye(3)]).astype(np.float32)
+    y, info = jexpm.expm_multiply(a, b.astype(np.float32), return_info=True)
+    np.testing.assert_allclose(y, np.stack([b[0], np.exp(0.7) * b[1]]), rtol=1e-6)
+    assert info.order.tolist() == [0, 0]
+    assert info.steps.tolist() == [1, 1]
+    assert info.matvecs.tolist() == [0, 0]
+
+
+def test_orders_steps_and_early_termination_per_member():
+    """One batch: small norms need no scaling, large ones several steps; orders differ
+    per member; most sums end early, a degree-1 one cannot."""
+    rng = np.random.default_rng(0)
+    norms = np.array([1e-3, 0.5, 4.0, 60.0])
+    a = random_with_norm(rng, (4, 8, 8), 1.0) * norms[:, None, None]
+    a = np.concatenate([a, [np.triu(np.ones((8, 8)), 1) * (np.arange(8) == 0)[:, None]]])  # A^2 = 0
+    b = rng.standard_normal((5, 8))
+    with enable_x64():
+        y, info = jexpm.expm_multiply(a, b, return_info=True)
+        single = [np.asarray(jexpm.expm_multiply(x, v)) for x, v in zip(a, b, strict=True)]
+    order, steps, matvecs = (np.asarray(v) for v in info[:3])
+    assert steps[0] == steps[1] == steps[2] == 1 and steps[3] > 1
+    assert len(set(order.tolist())) == 5, order
+    assert np.all(matvecs[2:4] < order[2:4] * steps[2:4])  # ended early
+    assert order[4] == 1 and matvecs[4] == 1  # x + A x is exact, no early end possible
+    for i in range(5):
+        np.testing.assert_allclose(y[i], single[i], rtol=4 * U64, atol=0)
+        ref = scipy.linalg.expm(a[i]) @ b[i]
+        assert rel_err(y[i][:, None], ref[:, None]) <= 100 * U64
+
+
+def test_power_norms_are_spent_only_where_they_pay():
+    """||X^p||^(1/p) costs three n x n products, 3 n / k products with the block: not
+    spent at a small norm and one column, spent at the same norm with many columns; at a
+    large norm they cut the steps of a non-normal matrix far below ||A||_1 / theta."""
+    rng = np.random.default_rng(1)
+    with enable_x64():
+        small = random_with_norm(rng, (12, 12), 3.0)
+        assert int(jexpm.expm_multiply(small, np.ones(12), return_info=True)[1][3]) == 0
+        wide = jexpm.expm_multiply(small, np.ones((12, 64)), return_info=True)[1]
+        assert int(wide.matrix_products) == 3
+        nonnormal = np.triu(rng.standard_normal((12, 12)), 1) * 40.0
+        _, info = jexpm.expm_multiply(nonnormal, np.ones(12), return_info=True)
+        assert int(info.matrix_products) == 3
+        plain = math.ceil(np.abs(nonnormal).sum(axis=0).max() / _action.theta(U64)[-1])
+        assert int(info.steps) < plain / 4
+
+
+def test_size_one_empty_batch_no_columns_and_n_zero():
+    with enable_x64():
+        y = jexpm.expm_multiply(np.array([[[2.0]], [[-3.0]]]), np.array([[1.5], [2.0]]))
+        np.testing.assert_allclose(y, [[1.5 * np.exp(2.0)], [2.0 * np.exp(-3.0)]], rtol=4 * U64)
+    assert jexpm.expm_multiply(np.zeros((0, 3, 3)), np.zeros((0, 3))).shape == (0, 3)
+    assert jexpm.expm_multiply(np.eye(3), np.zeros((3, 0))).shape == (3, 0)
+    assert jexpm.expm_multiply(np.zeros((2, 0, 0)), np.zeros((2, 0))).shape == (2, 0)
+
+
+def test_too_many_steps_give_nan_and_expm_method_does_not():
+    a = np.array([[[0.0, 1.0], [-1.0, 0.0]]]) * np.array([1.0, 1e7])[:, None, None]
+    b = np.ones((2, 2))
+    with enable_x64():
+        y, info = jexpm.expm_multiply(a, b, return_info=True)
+        assert np.all(np.isfinite(y[0])) and np.all(np.isnan(y[1]))
+        assert info.steps.tolist()[1] == 0
+        z = jexpm.expm_multiply(a, b, method="expm")
+    assert np.all(np.isfinite(z))
+    np.testing.assert_allclose(z[0], y[0], rtol=1e-14)
+
+
+def test_expm_method_matches_and_reports_its_products():
+    rng = np.random.default_rng(2)
+    a = random_with_norm(rng, (3, 5, 5), 3.0, np.float32)
+    b = rng.standard_normal((3, 5, 2)).astype(np.float32)
+    y, info = jexpm.expm_multiply(a, b, method="expm", return_info=True)
+    np.testing.assert_allclose(y, jexpm.expm(a) @ b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(y, jexpm.expm_multiply(a, b), rtol=2e-5, atol=2e-5)
+    assert np.all(np.asarray(info.matvecs) == 2)
+    assert np.all(np.asarray(info.matrix_products) == jexpm.expm(a, return_info=True)[1].products)
+
+
+# --- derivatives --------------------------------------------------------------------
+
+
+def _pair(n, norm, seed, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    a = random_with_norm(rng, (2, n, n), norm, dtype)
+    b = rng.standard_normal((2, n, 2)).astype(dtype)
+    return a, b, np.array([0.7, -0.4])
+
+
+def test_derivatives_match_finite_differences():
+    """In a, b and t, forward and reverse, for a member without and one with scaling."""
+    a, b, t = _pair(4, 1.0, 0)
+    a = a * np.array([0.3, 80.0])[:, None, None]
+    with enable_x64():
+        assert jexpm.expm_multiply(a, b, t=t, return_info=True)[1].steps.tolist()[1] > 1
+
+        def f(a, b, t):
+            return jexpm.expm_multiply(a, b, t=t)
+
+        check_grads(f, (a, b, t), order=1, modes=["fwd", "rev"], rtol=1e-6)
+
+
+def test_reverse_mode_through_recomputed_checkpoints():
+    """More steps than checkpoints (41 > 32): reverse mode recomputes states."""
+    a = np.array([[0.0, 400.0], [-400.0, 0.0]])
+    b = np.array([1.0, 2.0])
+    with enable_x64():
+        assert int(jexpm.expm_multiply(a, b, return_info=True)[1].steps) > _action.CHECKPOINTS
+        check_grads(lambda a, b: jexpm.expm_multiply(a, b), (a, b), 1, ["rev"], rtol=1e-6)
+
+
+def test_complex_derivatives_match_finite_differences():
+    rng = np.random.default_rng(4)
+    a = random_with_norm(rng, (3, 3), 2.0, np.complex128)
+    b = rng.standard_normal((3, 2)) + 1j * rng.standard_normal((3, 2))
+    with enable_x64():
+        check_grads(lambda a, b: jexpm.expm_multiply(a, b), (a, b), 1, ["fwd", "rev"], rtol=1e-6)
+
+
+def test_derivatives_agree_with_expm_frechet():
+    """d/dA e^(tA) b along E is L(tA, tE) b, in both modes."""
+    a, b, t = _pair(4, 6.0, 5)
+    e = np.random.default_rng(6).standard_normal(a.shape)
+    g = np.random.default_rng(7).standard_normal(b.shape)
+    with enable_x64():
+        frechet = jexpm.expm_frechet(t[:, None, None] * a, t[:, None, None] * e, compute_expm=False)
+        expected = np.asarray(frechet @ b)
+
+        def f(a):
+            return jexpm.expm_multiply(a, b, t=t)
+
+        _, tangent = jax.jvp(f, (a,), (e,))
+        _, pullback = jax.vjp(f, a)
+        (cotangent,) = pullback(g)
+        tangent, cotangent = np.asarray(tangent), np.asarray(cotangent)
+    np.testing.assert_allclose(tangent, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_allclose(np.sum(cotangent * e), np.sum(g * expected), rtol=1e-12)
+
+
+def test_derivative_in_t_is_a_times_the_action():
+    a, b, t = _pair(4, 5.0, 8)
+    with enable_x64():
+        y, dy = jax.jvp(lambda t: jexpm.expm_multiply(a, b, t=t), (t,), (np.ones(2),))
+        y, dy = np.asarray(y), np.asarray(dy)
+    np.testing.assert_allclose(dy, a @ y, rtol=1e-12, atol=1e-12 * np.abs(dy).max())
+
+
+def test_transforms_compose():
+    a, b, t = _pair(4, 3.0, 9, np.float32)
+
+    def loss(a, b, t):
+        return jnp.sum(jexpm.expm_multiply(a, b, t=t) ** 2)
+
+    batched = jax.grad(loss, argnums=(0, 1, 2))(a, b, t)
+    mapped = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1, 2))))(a, b, t)
+    for x, y in zip(batched, mapped, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+    def single(a):
+        return jexpm.expm_multiply(a, b[0], t=t[0])
+
+    np.testing.assert_allclose(
+        jax.jacfwd(single)(a[0]), jax.jacrev(single)(a[0]), rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        jax.vmap(lambda a, b: jexpm.expm_multiply(a, b))(a, b),
+        jexpm.expm_multiply(a, b),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_gradient_of_a_nan_member_is_nan_and_others_unaffected():
+    a, b, _ = _pair(4, 1.0, 10)
+    bad = a.copy()
+    bad[1, 0, 0] = np.nan
+    with enable_x64():
+        g = jax.grad(lambda a: jnp.sum(jexpm.expm_multiply(a, b)))(bad)
+        g_ok = jax.grad(lambda a: jnp.sum(jexpm.expm_multiply(a, b)))(a)
+    assert np.all(np.isnan(g[1]))
+    np.testing.assert_array_equal(g[0], g_ok[0])
+
+
+# --- API: shapes, broadcasting, dtypes, bad input, tracing ----------------------------
+
+
+def test_vectors_and_blocks_and_broadcasting():
+    rng = np.random.default_rng(11)
+    a = random_with_norm(rng, (3, 1, 4, 4), 1.0, np.float32)
+    v = rng.standard_normal((1, 2, 4)).astype(np.float32)  # b.ndim == a.ndim - 1: vectors
+    y = jexpm.expm_multiply(a, v, t=np.array([0.5, 1.0], np.float32))
+    assert y.shape == (3, 2, 4)
+    e = np.asarray(jexpm.expm(a * np.array([0.5, 1.0], np.float32)[:, None, None]))
+    np.testing.assert_allclose(y, np.einsum("...ij,...j->...i", e, v), rtol=2e-5, atol=2e-6)
+    block = jexpm.expm_multiply(a[0, 0], v[0].T)  # b.ndim == a.ndim: an n x k block
+    assert block.shape == (4, 2)
+    np.testing.assert_allclose(block, e[0, 1] @ v[0].T, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rtol"),
+    [
+        ("float32", 1e-5),
+        ("complex64", 1e-5),
+        ("bfloat16", 2e-2),
+        ("float16", 4e-3),
+        ("int32", 1e-5),
+    ],
+)
+def test_dtypes(dtype, rtol):
+    rng = np.random.default_rng(12)
+    a = np.round(random_with_norm(rng, (2, 6, 6), 2.0) * 4) / 4
+    b = np.round(rng.standard_normal((2, 6)) * 4) / 4
+    if dtype == "complex64":
+        a = a + 0.5j * np.eye(6)
+    if dtype == "int32":
+        a, b = np.round(4 * a), np.round(4 * b)
+    a, b = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
+    y = jexpm.expm_multiply(a, b)
+    expected = {"int32": jnp.float32}.get(dtype, jnp.dtype(dtype))
+    assert y.dtype == expected
+    a, b = (np.asarray(x).astype(np.complex128) for x in (a, b))  # the rounded input
+    ref = np.stack([scipy.linalg.expm(x) @ v for x, v in zip(a, b, strict=True)])
+    err = np.abs(np.asarray(y, np.complex128) - ref).max() / np.abs(ref).max()
+    assert err <= rtol
+
+
+def test_bad_shapes_raise_naming_them():
+    with pytest.raises(ValueError, match=r"\(3, 3\).*\(4,\)"):
+        jexpm.expm_multiply(np.eye(3), np.ones(4))
+    with pytest.raises(ValueError, match=r"\(2, 3, 3\).*\(2, 4, 1\)"):
+        jexpm.expm_multiply(np.ones((2, 3, 3)), np.ones((2, 4, 1)))
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        jexpm.expm_multiply(np.ones((2, 3)), np.ones(2))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        jexpm.expm_multiply(np.ones((2, 3, 3)), np.ones((3, 3)), t=np.ones(5))
+    with pytest.raises(ValueError, match="method"):
+        jexpm.expm_multiply(np.eye(2), np.ones(2), method="pade")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tol"):
+        jexpm.expm_multiply(np.eye(2), np.ones(2), tol=2.0)
+
+
+@pytest.mark.parametrize("where", ["a", "b", "t"])
+def test_non_finite_members_are_nan_and_others_unaffected(where):
+    rng = np.random.default_rng(13)
+    a = random_with_norm(rng, (3, 4, 4), 1.0, np.float32)
+    b = rng.standard_normal((3, 4)).astype(np.float32)
+    t = np.ones(3, np.float32)
+    clean = np.asarray(jexpm.expm_multiply(a, b, t=t))
+    {"a": a[1], "b": b[1], "t": t[1:2]}[where][0] = np.inf if where == "t" else np.nan
+    y = np.asarray(jexpm.expm_multiply(a, b, t=t))
+    assert np.all(np.isnan(y[1]))
+    np.testing.assert_array_equal(y[[0, 2]], clean[[0, 2]])
+
+
+def test_no_retrace_for_new_values():
+    rng = np.random.default_rng(14)
+    a = random_with_norm(rng, (4, 5, 5), 1.0, np.float32)
+    b = rng.standard_normal((4, 5)).astype(np.float32)
+    f = jax.jit(lambda a, b: jexpm.expm_multiply(a, b))
+    traces = f._cache_size()
+    f(a, b)
+    f(40 * a, b)
+    f(np.zeros_like(a), -b)
+    assert f._cache_size() == traces + 1
