@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     stem = out.with_suffix("")
     start = time.perf_counter()
     with tqdm(
-        total=len(shape_list) * (len(glow_speed.METHODS) + 1) + 2, desc="benchmarks.flows"
+        total=len(shape_list) * (len(glow_speed.METHODS) + 2) + 2, desc="benchmarks.flows"
     ) as bar:
         speed = glow_speed.run(shape_list, net, repeats, args.timeout, backend, bar)
         bar.set_postfix_str("(m, s) training run")

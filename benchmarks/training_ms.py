@@ -43,7 +43,9 @@ def run(steps: int, out_png: Path) -> Section:
         ]
     panels: dict[str, dict[str, int]] = {}
     for row in rows:
-        for what in ("order", "squarings"):
+        for what in ("order", "squarings", "steps"):
+            if what not in row:
+                continue
             panel = panels.setdefault(f"{row['kind']}: {'m' if what == 'order' else 's'}", {})
             for k, v in row[what].items():
                 panel[k] = panel.get(k, 0) + v

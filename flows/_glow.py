@@ -185,6 +185,9 @@ class Glow(Bijector):
       low_rank: low-rank matrix-exp couplings: ``None`` (default) when the
         transformed half has more than 24 channels, or ``True``/``False`` everywhere.
       rank: rank of the low-rank couplings (default 3).
+      action: matrix-exp couplings apply their exponential to each pixel's vector
+        without forming it (``True``), form it (``False``), or ``None`` (default) for
+        the faster per size (``flows.MatrixExpCoupling``).
       method: exponential method for every matrix exponential in the model, one of
         ``flows.EXPM_METHODS`` ("opt15" (default), "ps", "baseline", "jax.scipy") or a
         name registered with ``flows.register_exponential``.
@@ -227,6 +230,7 @@ class Glow(Bijector):
         coupling: str = "matrix_exp",
         low_rank: bool | None = None,
         rank: int = 3,
+        action: bool | None = None,
         method: str = "opt15",
         tol: float | None = None,
         param_dtype=jnp.float32,
@@ -262,6 +266,7 @@ class Glow(Bijector):
             residual_blocks=residual_blocks,
             low_rank=low_rank,
             rank=rank,
+            action=action,
             method=method,
             tol=tol,
             param_dtype=param_dtype,

@@ -142,3 +142,32 @@ def expm_lowrank(u: jax.Array, v: jax.Array, *, method: str, tol: float | None) 
     The info of jexpm's methods is that of the r x r :func:`jexpm.phi1` evaluation.
     """
     return _REGISTRY[method].expm_lowrank(u, v, tol)
+
+
+def expm_multiply(a: jax.Array, x: jax.Array, *, method: str, tol: float | None):
+    """exp(a) x for a stack of matrices a (..., n, n) and vectors x (..., n), and its info.
+
+    jexpm's methods all compute the action itself (:func:`jexpm.expm_multiply`, info a
+    :class:`jexpm.ActionInfo`); the others multiply their exponential with x (info
+    ``None``).
+    """
+    if method in jexpm.METHODS:
+        return jexpm.expm_multiply(a, x, tol=tol, return_info=True)
+    e, _ = expm(a, method=method, tol=tol)
+    return jnp.einsum("...ij,...j->...i", e, x), None
+
+
+def expm_lowrank_multiply(u: jax.Array, v: jax.Array, x: jax.Array, *, method: str, tol):
+    r"""exp(u @ v) x = x + U :math:`\varphi_1`(VU) V x for vectors x (..., n), and its info.
+
+    For jexpm's methods only r x r matrices and vectors are formed (info: the
+    :func:`jexpm.phi1` evaluation's); the others multiply their low-rank exponential
+    with x.
+    """
+    if method in jexpm.METHODS:
+        m = cast(jexpm.Method, method)
+        p, info = jexpm.phi1(v @ u, method=m, tol=tol, return_info=True)
+        vx = jnp.einsum("...ij,...j->...i", v, x)
+        return x + jnp.einsum("...ij,...j->...i", u, jnp.einsum("...ij,...j->...i", p, vx)), info
+    e, _ = expm_lowrank(u, v, method=method, tol=tol)
+    return jnp.einsum("...ij,...j->...i", e, x), None

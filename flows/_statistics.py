@@ -25,7 +25,11 @@ from flax import nnx
 import jexpm
 
 #: Recorded name -> the kind of exponential it counts.
-KINDS: Mapping[str, str] = {"expm_conv": "1x1 conv", "expm_coupling": "coupling"}
+KINDS: Mapping[str, str] = {
+    "expm_conv": "1x1 conv",
+    "expm_coupling": "coupling",
+    "expm_coupling_action": "coupling action",
+}
 
 
 def _capturing(module: nnx.Module) -> bool:
@@ -35,7 +39,7 @@ def _capturing(module: nnx.Module) -> bool:
     return hasattr(module, "__captures__")
 
 
-def record(module: nnx.Module, name: str, info: jexpm.ExpmInfo | None) -> None:
+def record(module: nnx.Module, name: str, info: jexpm.ExpmInfo | jexpm.ActionInfo | None) -> None:
     """Record ``info`` on ``module`` under ``name`` (a key of :data:`KINDS`) when captured.
 
     ``None`` (a method that reports nothing) and calls outside ``nnx.capture`` record
@@ -45,7 +49,7 @@ def record(module: nnx.Module, name: str, info: jexpm.ExpmInfo | None) -> None:
         module.sow(nnx.Intermediate, name, info)
 
 
-def expm_statistics(intermediates: nnx.State) -> dict[str, tuple[jax.Array, jax.Array]]:
+def expm_statistics(intermediates: nnx.State) -> dict[str, dict[str, jax.Array]]:
     """Orders m and squarings s per kind of exponential, from captured intermediates.
 
     Args:
@@ -53,21 +57,27 @@ def expm_statistics(intermediates: nnx.State) -> dict[str, tuple[jax.Array, jax.
         pass through a model (or any module) of flow layers.
 
     Returns:
-      ``{"1x1 conv": (order, squarings), "coupling": (order, squarings)}``: flat int32
-      arrays with one entry per matrix exponentiated (for the low-rank coupling, per
-      r x r :func:`jexpm.phi1`); kinds that recorded nothing are absent.
+      ``{"1x1 conv": {"order": ..., "squarings": ...}, "coupling": {...},
+      "coupling action": {"order": ..., "steps": ...}}``: flat int32 arrays with one
+      entry per matrix
+      exponentiated (for the low-rank coupling, per r x r :func:`jexpm.phi1`; for the
+      action, :func:`jexpm.expm_multiply`'s Taylor order and scaling steps per
+      matrix); kinds that recorded nothing are absent.
     """
-    found: dict[str, list[jexpm.ExpmInfo]] = collections.defaultdict(list)
+    found: dict[str, list] = collections.defaultdict(list)
     for path, variable in nnx.to_flat_state(intermediates):
         name = str(path[-1])
         if name in KINDS:
             found[KINDS[name]].extend(variable.get_value())
+    return {kind: _concatenated(infos) for kind, infos in found.items()}
+
+
+def _concatenated(infos: list) -> dict[str, jax.Array]:
+    action = isinstance(infos[0], jexpm.ActionInfo)
+    scaling = [jnp.ravel(i.steps if action else i.squarings) for i in infos]
     return {
-        kind: (
-            jnp.concatenate([jnp.ravel(i.order) for i in infos]),
-            jnp.concatenate([jnp.ravel(i.squarings) for i in infos]),
-        )
-        for kind, infos in found.items()
+        "order": jnp.concatenate([jnp.ravel(i.order) for i in infos]),
+        "steps" if action else "squarings": jnp.concatenate(scaling),
     }
 
 

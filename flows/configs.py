@@ -43,6 +43,8 @@ class Config:
       coupling: "matrix_exp", "affine" or "additive".
       low_rank: low-rank matrix-exp couplings (``None``: when more than 24 channels).
       rank: rank of the low-rank couplings.
+      coupling_action: matrix-exp couplings apply the exponential without forming it
+        (``None``: the faster per size, see ``flows.MatrixExpCoupling``).
       expm_method: the matrix exponential: "opt15", "ps", "baseline" or "jax.scipy".
       expm_tol: tolerance of the jexpm methods (``None``: float32 unit roundoff).
       batch_size: training batch size (global, split over the devices).
@@ -75,6 +77,7 @@ class Config:
     coupling: str = "matrix_exp"
     low_rank: bool | None = None
     rank: int = 3
+    coupling_action: bool | None = None
     expm_method: str = "opt15"
     expm_tol: float | None = None
     batch_size: int = 64

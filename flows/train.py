@@ -90,6 +90,7 @@ def create_model(config: configs.Config, image_shape: Sequence[int], seed: int) 
         coupling=config.coupling,
         low_rank=config.low_rank,
         rank=config.rank,
+        action=config.coupling_action,
         method=config.expm_method,
         tol=config.expm_tol,
         rngs=nnx.Rngs(seed),
@@ -504,14 +505,9 @@ class _MetricsLog:
                 "skipped_batches": skipped,
             },
         )
-        for kind, (order, squarings) in expm.items():
-            row = {
-                "step": done,
-                "kind": kind,
-                "order": _statistics.histogram(_to_host(order)),
-                "squarings": _statistics.histogram(_to_host(squarings)),
-            }
-            self._write("expm_stats.jsonl", row)
+        for kind, values in expm.items():
+            counts = {name: _statistics.histogram(_to_host(v)) for name, v in values.items()}
+            self._write("expm_stats.jsonl", {"step": done, "kind": kind, **counts})
         self.last["train_bits_per_dim"] = train_bpd
 
     def evaluation(self, step: int, bpd: float) -> None:

@@ -45,7 +45,11 @@ REGISTRY = {
     "squeeze": Entry(lambda rngs, pd: flows.Squeeze(), identity_at_init=False),
     "split": Entry(lambda rngs, pd: flows.Split(SHAPE[-1], param_dtype=pd, rngs=rngs)),
     **{name: Entry(_from_registry(name, low_rank=False)) for name in flows.COUPLINGS},
+    "matrix_exp_action": Entry(_from_registry("matrix_exp", low_rank=False, action=True)),
     "matrix_exp_low_rank": Entry(_from_registry("matrix_exp", low_rank=True, rank=2)),
+    "matrix_exp_low_rank_formed": Entry(
+        _from_registry("matrix_exp", low_rank=True, rank=2, action=False)
+    ),
     "matrix_exp_1x1": Entry(
         lambda rngs, pd: flows.MatrixExp1x1Conv(SHAPE[-1], param_dtype=pd, rngs=rngs),
         identity_at_init=False,

@@ -44,34 +44,45 @@ def test_nothing_is_recorded_outside_capture():
 
 
 def test_captured_statistics_are_jexpms_own_for_every_matrix():
-    model = tiny()
+    model = tiny(action=False)
     model.initialize(x(8))
     images = x()
     _, intermediates = captured_log_prob(model, images)
     stats = flows.expm_statistics(intermediates)
     assert set(stats) == {"1x1 conv", "coupling"}
     # one entry per 1x1 weight (3 steps) and per pixel matrix of the batch
-    assert stats["1x1 conv"][0].shape == (3,)
-    assert stats["coupling"][0].shape == (3 * (2 * 4 * 4 + 1 * 2 * 2),)
+    assert stats["1x1 conv"]["order"].shape == (3,)
+    assert stats["coupling"]["order"].shape == (3 * (2 * 4 * 4 + 1 * 2 * 2),)
     # the 1x1 convolutions' entries are what jexpm reports for their weights
     weights = [level.steps.conv.weight[...] for level in model.levels]
     expected = [jexpm.expm(w, return_info=True)[1] for w in weights]
     np.testing.assert_array_equal(
-        stats["1x1 conv"][0], np.concatenate([np.ravel(e.order) for e in expected])
+        stats["1x1 conv"]["order"], np.concatenate([np.ravel(e.order) for e in expected])
     )
     np.testing.assert_array_equal(
-        stats["1x1 conv"][1], np.concatenate([np.ravel(e.squarings) for e in expected])
+        stats["1x1 conv"]["squarings"], np.concatenate([np.ravel(e.squarings) for e in expected])
     )
-    assert set(np.unique(stats["coupling"][0])) <= {1, 2, 4, 8, 15}
+    assert set(np.unique(stats["coupling"]["order"])) <= {1, 2, 4, 8, 15}
     # capturing leaves no state behind in the model
     assert not jax.tree.leaves(nnx.state(model, nnx.Intermediate))
+
+
+def test_couplings_on_the_action_report_its_order_and_steps():
+    model = tiny()  # level 1 forms its 6x6 exponentials, level 2 applies its 12x12 ones
+    _, intermediates = captured_log_prob(model, x())
+    stats = flows.expm_statistics(intermediates)
+    assert set(stats) == {"1x1 conv", "coupling", "coupling action"}
+    assert stats["coupling"]["order"].shape == (3 * 2 * 4 * 4,)
+    action = stats["coupling action"]
+    assert action["order"].shape == action["steps"].shape == (3 * 2 * 2,)
+    assert bool(jnp.all(action["steps"] >= 1)) and bool(jnp.all(action["order"] >= 1))
 
 
 def test_low_rank_couplings_report_their_phi1():
     model = tiny(low_rank=True, rank=2)
     _, intermediates = captured_log_prob(model, x())
-    order, squarings = flows.expm_statistics(intermediates)["coupling"]
-    assert order.shape == squarings.shape == (3 * (2 * 4 * 4 + 1 * 2 * 2),)
+    coupling = flows.expm_statistics(intermediates)["coupling"]
+    assert coupling["order"].shape == coupling["squarings"].shape == (3 * (2 * 4 * 4 + 4),)
 
 
 def test_methods_without_info_report_nothing():
@@ -88,5 +99,5 @@ def test_statistics_under_jit_and_grad():
         return -jnp.mean(out), flows.expm_statistics(intermediates)
 
     (_, stats), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-    assert stats["coupling"][0].dtype == jnp.int32
+    assert stats["coupling"]["order"].dtype == jnp.int32
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))

@@ -52,11 +52,14 @@ def test_tiny_run_learns_and_writes_its_outputs(tmp_path):
     for name in ("samples_0000020.png", "samples_0000040.png", "bits_per_dim.png"):
         assert (tmp_path / name).stat().st_size > 100
     stats = rows(tmp_path, "expm_stats.jsonl")
-    assert {r["kind"] for r in stats} == {"1x1 conv", "coupling"}
+    assert {r["kind"] for r in stats} == {"1x1 conv", "coupling", "coupling action"}
     coupling = [r for r in stats if r["kind"] == "coupling"][-1]
-    # one (m, s) per pixel matrix of the batch: 8 images x (16x16 + 8x8) pixels
-    assert sum(coupling["order"].values()) == 8 * (16 * 16 + 8 * 8)
+    action = [r for r in stats if r["kind"] == "coupling action"][-1]
+    # one (m, s) per pixel matrix of the batch: 8 images x 16x16 pixels of 6x6 matrices,
+    # formed, and 8 x 8x8 pixels of 12x12 ones, applied as an action
+    assert sum(coupling["order"].values()) == 8 * 16 * 16
     assert set(coupling["order"]) <= {"1", "2", "4", "8", "15"}
+    assert sum(action["order"].values()) == sum(action["steps"].values()) == 8 * 8 * 8
 
 
 def test_resume_after_an_interruption_is_bit_identical(tmp_path):

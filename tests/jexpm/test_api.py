@@ -556,3 +556,14 @@ def test_max_squarings_caps_with_nan():
     for bad, err in ((-1, ValueError), (2.5, TypeError), (True, TypeError)):
         with pytest.raises(err, match="max_squarings"):
             jexpm.expm(a, max_squarings=bad)
+
+
+def test_expm_lowrank_info_is_that_of_its_phi1():
+    u = jax.random.normal(jax.random.key(0), (5, 6, 2))
+    v = 3.0 * jax.random.normal(jax.random.key(1), (5, 2, 6))
+    value, info = jexpm.expm_lowrank(u, v, return_info=True)
+    np.testing.assert_array_equal(value, jexpm.expm_lowrank(u, v))
+    _, expected = jexpm.phi1(v @ u, return_info=True)
+    for got, want in zip(info, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert info.order.shape == (5,)
