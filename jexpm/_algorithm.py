@@ -62,7 +62,7 @@ def _squarings_for(log2_err: jax.Array, log2_tol: float, p: int, dtype) -> jax.A
 
 
 def select(orders, stored, log2_b, logs: tuple[jax.Array, ...], log2_tol: float):
-    """Order index (shared by the batch) and squarings (per member) for orders >= 2.
+    """Order index and squarings of each member, for orders >= 2.
 
     Args:
       orders: the Taylor orders m, cheapest first.
@@ -73,8 +73,9 @@ def select(orders, stored, log2_b, logs: tuple[jax.Array, ...], log2_tol: float)
       log2_tol: log2 of the tolerance.
 
     Returns:
-      (index, s): scalar int32 index into ``orders`` and int32 squarings with
-      the batch shape. Members with non-finite norms get s = 0.
+      (index, s): int32 index into ``orders`` (at least 1) and int32 squarings, both
+      with the batch shape: what each member needs alone. Members with non-finite
+      norms get s = 0. A batch that shares one order takes the largest index.
     """
     l1, l2 = logs[0], logs[1]
 
@@ -101,7 +102,7 @@ def select(orders, stored, log2_b, logs: tuple[jax.Array, ...], log2_tol: float)
         errors[i] = [log2_err(i, m + 1 + j, log2_b[i][j]) for j in range(2)]
         ok = (errors[i][0] <= log2_tol) & (errors[i][1] <= log2_tol)
         member = jnp.where(ok, i, member)
-    index = jnp.max(member, initial=1)
+    index = member
     m = orders[top]
     dtype = l1.dtype
     s = jnp.maximum(

@@ -54,6 +54,38 @@ def _transpose(x: jax.Array) -> jax.Array:
     return jnp.swapaxes(x, -1, -2)
 
 
+def by_member(index: jax.Array, branches, *operands) -> jax.Array:
+    """``branches[index](*operands)``, each member of the result from its own branch.
+
+    A scalar ``index``, or one that every member shares, runs one branch
+    (``lax.switch``). A batch whose members differ runs each branch that some member
+    takes (skipping the others) and keeps each member's rows of its own: the cost of
+    every order present, which a batch ordered by its members' orders keeps to one
+    order per slice but for the slices at the boundaries.
+    """
+    if index.ndim == 0:
+        return lax.switch(index, branches, *operands)
+    last = len(branches) - 1
+    low, high = jnp.min(index, initial=last), jnp.max(index, initial=0)
+
+    def shared():
+        return lax.switch(high, branches, *operands)
+
+    def mixed():
+        shape = jax.eval_shape(branches[0], *operands)
+        out = jnp.zeros(shape.shape, shape.dtype)
+        for i, branch in enumerate(branches):
+            here = (index == i)[..., None, None]
+
+            def take(out, branch=branch, here=here):
+                return jnp.where(here, branch(*operands), out)
+
+            out = lax.cond(jnp.any(here), take, lambda out: out, out)
+        return out
+
+    return lax.cond(low == high, shared, mixed)
+
+
 def polynomial_transpose(evaluate: Callable[[jax.Array], jax.Array], a, g) -> jax.Array:
     """The transpose of E -> L(A, E) for a polynomial with real coefficients, at G.
 
@@ -115,23 +147,25 @@ class Taylor(_Approximant):
 
     @functools.cached_property
     def _formulas(self) -> tuple[Callable[[tuple[jax.Array, ...]], jax.Array], ...]:
-        """The formulas of orders[1:] with this approximant's product."""
-        return tuple((lambda powers, f=f: f(powers, self.matmul)) for f in self.formulas)
+        """The formulas of every order, called on the powers (A, A2, ...)."""
+        higher = ((lambda powers, f=f: f(powers, self.matmul)) for f in self.formulas)
+        return (lambda powers: self.first(powers[0]), *higher)
 
     def _powers(self, a: jax.Array, a2: jax.Array, n2, l1, log2_tol: float):
         """(index, s, powers, formed, overflow): the selection, forming A^3, ... as needed.
 
-        A^j (j > 2) is formed, as A^(j-1) A, only when the batch's order so far stores
-        it; its norm then sharpens the bounds and the order is chosen again (never
-        higher). Powers not formed are zeros with log2 norm +inf; ``formed`` says which
-        were (scalar bools, for A^3 onwards); ``overflow`` marks members with a power
-        whose norm is not finite.
+        ``index`` is each member's own (``alg.select``). A^j (j > 2) is formed, as
+        A^(j-1) A, only when some member's order so far stores it; its norm then
+        sharpens the bounds and the orders are chosen again (never higher). Powers
+        not formed are zeros with log2 norm +inf; ``formed`` says which were (scalar
+        bools, for A^3 onwards); ``overflow`` marks members with a power whose norm
+        is not finite.
         """
         l2 = jnp.fmin(jnp.log2(n2), 2 * l1).astype(l1.dtype)
         powers, logs, formed, overflow = [a, a2], [l1, l2], [], ~(n2 < jnp.inf)
         index, s = alg.select(self.orders, self.stored, self.log2_b, tuple(logs), log2_tol)
         for j in range(3, max(self.stored) + 1):
-            need = index >= self.stored.index(j)
+            need = jnp.max(index, initial=0) >= self.stored.index(j)
             previous, l_previous = powers[-1], logs[-1]
 
             def form(previous=previous, l_previous=l_previous):
@@ -152,7 +186,13 @@ class Taylor(_Approximant):
             index, s = alg.select(self.orders, self.stored, self.log2_b, tuple(logs), log2_tol)
         return index, s, tuple(powers), tuple(formed), overflow
 
-    def compute(self, a: jax.Array, tol: float, triangular: bool | None = None):
+    def compute(
+        self,
+        a: jax.Array,
+        tol: float,
+        triangular: bool | None = None,
+        per_member: bool = False,
+    ):
         """Choose the path on device and evaluate it.
 
         Batches where no member needs scaling skip the scaling, the squaring loop and
@@ -165,6 +205,10 @@ class Taylor(_Approximant):
           triangular: exp only. None: square with the exact triangular diagonal when
             the whole batch is upper triangular (checked on device); True: always
             (the caller promises upper triangular input); False: never.
+          per_member: False: the batch shares the highest order any member needs;
+            True: each member is evaluated at its own order (``by_member``: cheap
+            for a batch ordered by the members' norms, every order present for
+            one that is not).
 
         Returns:
           (result, path, products): the approximant, its :class:`Path` and the matrix
@@ -187,6 +231,10 @@ class Taylor(_Approximant):
             n2 = alg.norm1(a2)
             l2 = jnp.fmin(jnp.log2(n2), 2 * l1).astype(l1.dtype)
             index, s, powers, formed, overflow = self._powers(a, a2, n2, l1, log2_tol)
+            if per_member:
+                index = jnp.where(order1, 0, index)
+            else:
+                index = jnp.max(index, initial=1)
             refine = jnp.any((s > alg.REFINE_MIN_SQUARINGS) & (2 * l1 - l2 > alg.REFINE_GAP_BITS))
             s = lax.cond(
                 refine,
@@ -197,7 +245,7 @@ class Taylor(_Approximant):
             )
 
             def unscaled():
-                t = lax.switch(index - 1, self._formulas, powers)
+                t = by_member(index, self._formulas, powers)
                 return t, jnp.bool_(False), jnp.int32(0)
 
             def scaled():
@@ -224,7 +272,7 @@ class Taylor(_Approximant):
                     return tuple(alg.scale(p, (j + 1) * s) for j, p in enumerate(powers))
 
                 xs = lax.cond(redo, reform, rescale)
-                t = lax.switch(index - 1, self._formulas, xs)
+                t = by_member(index, self._formulas, xs)
                 extra = redo.astype(jnp.int32) * sum(f.astype(jnp.int32) for f in again)
                 return *self._square(t, x, a, s, triangular), extra
 
@@ -235,7 +283,7 @@ class Taylor(_Approximant):
                 + redo_products
                 + alg.REFINE_PRODUCTS * refine.astype(jnp.int32)
             )
-            path = Path(jnp.full(batch, index), s, jnp.full(batch, banded))
+            path = Path(jnp.broadcast_to(index, batch), s, jnp.full(batch, banded))
             return t, path, products
 
         result, path, products = lax.cond(jnp.all(order1), first, higher)
@@ -259,11 +307,11 @@ class Taylor(_Approximant):
         )
 
     def polynomial(self, x: jax.Array, index: jax.Array) -> jax.Array:
-        """T_m(X) for the order of ``index`` (the largest over the batch)."""
+        """T_m(X), each member at the order of its ``index``."""
         branches = [lambda: self.first(x)] + [
-            (lambda f=f: f((x, self.matmul(x, x)))) for f in self._formulas
+            (lambda f=f: f((x, self.matmul(x, x)), self.matmul)) for f in self.formulas
         ]
-        return lax.switch(jnp.max(index, initial=0), branches)
+        return by_member(index, branches)
 
     def _plain(self, a: jax.Array, path: Path) -> jax.Array:
         """T_m(2^-s A), squared s times: a polynomial in A."""

@@ -29,12 +29,18 @@ class Tuning:
       memory_chunks: the least number of slices of the Fréchet derivative (the
         backward pass), which shrinks its working set accordingly.
       memory_chunk_min_batch: batches smaller than this are not sliced for memory.
+      sort_min_batch: batches of at least this many members are ordered by their
+        members' norms (the derivative: by their orders and squarings) and each
+        member is evaluated at its own order (``jexpm/_derivatives.py``); 0: never.
+      sort_slices: the least number of slices of an ordered batch.
     """
 
     broadcast_max_n: Mapping[int, int]
     cache_chunk_bytes: int
     memory_chunks: int
     memory_chunk_min_batch: int
+    sort_min_batch: int
+    sort_slices: int
 
 
 CPU = Tuning(
@@ -50,6 +56,15 @@ CPU = Tuning(
     # time unchanged.
     memory_chunks=4,
     memory_chunk_min_batch=8,
+    # python -m benchmarks.member_orders (float32, shared order -> per member, expm and
+    # grad ms; 2 cores, loaded): mixed norms 65536x6x6 56.8 -> 52.5, 197 -> 178;
+    # 16384x12x12 73.3 -> 55.7, 155 -> 156; 4096x24x24 43.9 -> 40.9, 124 -> 119 (20%
+    # fewer products); but one norm (2) 65536x6x6 36.4 -> 40.4, 184 -> 202; 4096x24x24
+    # 39 -> 49.1, 132 -> 164; and a default Glow's couplings after 20 steps (norms
+    # 0.02-0.1, orders already alike) 8192x6x6 3.05 -> 3.99, 512x24x24 4.69 -> 8.96.
+    # Off: flows' batches lose. 256 and 8 are the values measured.
+    sort_min_batch=0,
+    sort_slices=8,
 )
 
 ACCELERATOR = Tuning(
@@ -59,6 +74,9 @@ ACCELERATOR = Tuning(
     # the command above is run on an accelerator.
     memory_chunks=CPU.memory_chunks,
     memory_chunk_min_batch=CPU.memory_chunk_min_batch,
+    # Not measured on an accelerator: batches share the highest order.
+    sort_min_batch=0,
+    sort_slices=1,
 )
 
 #: Backend name (``jax.default_backend()``) -> its tuning.

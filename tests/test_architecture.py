@@ -83,6 +83,10 @@ PRIVATE_IMPORTS = {
     ("benchmarks/product_forms.py", "jexpm._options"): (
         "the slicing benchmark uses expm's default tolerance for the input dtype"
     ),
+    ("benchmarks/member_orders.py", "jexpm._tuning"): (
+        "the per-member orders benchmark times the shared order by patching the "
+        "backend's tuning entry, the constant it measures"
+    ),
     ("benchmarks/training_ms.py", "flows._plotting"): "the trainer's PNG helpers",
     ("benchmarks/accuracy.py", "flows._plotting"): "the trainer's PNG helpers",
 }

@@ -487,7 +487,8 @@ def _primitives(jaxpr, acc=None):
     return acc
 
 
-@pytest.mark.parametrize("method, n_formulas", [("opt15", 4), ("ps", 6), ("baseline", None)])
+# The switch is over every order's formula, order 1's included.
+@pytest.mark.parametrize("method, n_formulas", [("opt15", 5), ("ps", 7), ("baseline", None)])
 @pytest.mark.parametrize("batched", ["single", "batch", "vmap"])
 def test_jaxpr_has_switch_and_loop_and_no_callbacks(method, n_formulas, batched):
     a = jnp.ones((3, 5, 5), jnp.float32)
