@@ -58,6 +58,13 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--train-steps", type=int, default=None, help="for the (m, s) run")
     parser.add_argument("--out", type=Path, default=None, help="markdown output file")
     parser.add_argument("--readme", action="store_true", help="update README.md's Results")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated rows of the Glow table to run (default all: "
+        + ", ".join((*glow_speed.METHODS, glow_speed.ACTION, glow_speed.STAND_IN))
+        + ")",
+    )
     return parser.parse_args(argv)
 
 
@@ -103,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tqdm(
         total=len(shape_list) * (len(glow_speed.METHODS) + 2) + 2, desc="benchmarks.flows"
     ) as bar:
-        speed = glow_speed.run(shape_list, net, repeats, args.timeout, backend, bar)
+        methods = None if args.methods is None else [m.strip() for m in args.methods.split(",")]
+        speed = glow_speed.run(
+            shape_list, net, repeats, args.timeout, backend, bar, methods=methods
+        )
         bar.set_postfix_str("(m, s) training run")
         stats = training_ms.run(train_steps, Path(f"{stem}-ms.png"))
         bar.update()

@@ -114,12 +114,12 @@ def test_two_processes_match_one(two_process_run, tmp_path):
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-6)
     assert one["step"] == STEPS
-    # As in the 8-device test: Adamax's first updates are lr * g / |g|, so where a
-    # gradient entry is near zero the all-reduce's summation order can move that
-    # entry's update by up to lr; almost all entries agree to rounding.
+    # As in the 8-device test: Adamax moves an entry by at most lr per step, and where
+    # a gradient entry is rounding noise the all-reduce's summation order can flip its
+    # update; so every entry is within 2 lr per step, and almost all agree to rounding.
     two_params, one_params = _params(straight), _params(tmp_path / "one")
     for a, b in zip(two_params, one_params, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-2 * TEST.learning_rate)
+        np.testing.assert_allclose(a, b, rtol=0, atol=2 * STEPS * TEST.learning_rate)
     flat_two = np.concatenate([p.ravel() for p in two_params])
     flat_one = np.concatenate([p.ravel() for p in one_params])
     assert np.mean(np.isclose(flat_two, flat_one, rtol=1e-5, atol=1e-7)) > 0.99

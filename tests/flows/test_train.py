@@ -179,11 +179,13 @@ def test_data_parallel_on_eight_devices_matches_one(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     one, eight = out["one"], out["eight"]
     assert one["loss"] == pytest.approx(eight["loss"], rel=1e-6)
-    # Adamax's first updates are lr * g / |g|: where a gradient entry is near zero, the
-    # all-reduce's different summation order can move that entry's update by up to lr.
-    # Almost all entries agree to rounding; allow a hundredth of the learning rate.
+    # Adamax moves an entry by at most lr per step (|m| <= u), and its first updates are
+    # lr * (1 - b1) * g / |g|: where a gradient entry is rounding noise (e.g. the
+    # coupling's alpha while the network's output is still zero), the all-reduce's
+    # different summation order can flip that entry's update. So every entry is within
+    # 2 lr per step, and almost all agree to rounding.
     for a, b in zip(one["params"], eight["params"], strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-2 * TEST.learning_rate)
+        np.testing.assert_allclose(a, b, rtol=0, atol=2 * 2 * TEST.learning_rate)
     flat_one = np.concatenate([np.ravel(p) for p in one["params"]])
     flat_eight = np.concatenate([np.ravel(p) for p in eight["params"]])
     assert np.mean(np.isclose(flat_one, flat_eight, rtol=1e-5, atol=1e-7)) > 0.99
