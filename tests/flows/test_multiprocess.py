@@ -27,7 +27,10 @@ from flows import configs, train
 ROOT = Path(__file__).resolve().parents[2]
 TEST = configs.get_config("test")
 STEPS = 8
+# The couplings form e^S here, as in the 8-device test of test_train.py, which also
+# checks the gradient of the couplings on the action across devices.
 SETTINGS = {
+    "coupling_action": False,
     "num_train_steps": STEPS,
     "log_every_steps": 2,
     "checkpoint_every_steps": 2,
@@ -114,19 +117,19 @@ def test_two_processes_match_one(two_process_run, tmp_path):
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-6)
     assert one["step"] == STEPS
-    # As in the 8-device test: Adamax moves an entry by at most lr per step, and where
-    # a gradient entry is rounding noise the all-reduce's summation order can flip its
-    # update; so every entry is within 2 lr per step, and almost all agree to rounding.
+    # As in the 8-device test: Adamax's first updates are lr * g / |g|, so where a
+    # gradient entry is near zero the all-reduce's summation order can move that
+    # entry's update by up to lr; almost all entries agree to rounding.
     two_params, one_params = _params(straight), _params(tmp_path / "one")
     for a, b in zip(two_params, one_params, strict=True):
-        np.testing.assert_allclose(a, b, rtol=0, atol=2 * STEPS * TEST.learning_rate)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-2 * TEST.learning_rate)
     flat_two = np.concatenate([p.ravel() for p in two_params])
     flat_one = np.concatenate([p.ravel() for p in one_params])
     assert np.mean(np.isclose(flat_two, flat_one, rtol=1e-5, atol=1e-7)) > 0.99
-    # (m, s) statistics cover the whole global batch: 8 images x 16x16 pixels at level 1
+    # (m, s) statistics cover the whole global batch: 8 images x (16x16 + 8x8) pixels
     stats = [json.loads(line) for line in (straight / "expm_stats.jsonl").read_text().splitlines()]
     coupling = [r for r in stats if r["kind"] == "coupling"][-1]
-    assert sum(coupling["order"].values()) == TEST.batch_size * 16 * 16
+    assert sum(coupling["order"].values()) == TEST.batch_size * (16 * 16 + 8 * 8)
     # only the primary process logs
     assert "eval bits/dim" in _log(straight, 0) and "eval bits/dim" not in _log(straight, 1)
 
@@ -139,7 +142,7 @@ def test_killed_processes_resume_bit_identically(two_process_run):
     checkpoints = workdir / "checkpoints"
     deadline = time.monotonic() + TIMEOUT
     try:
-        while not any(checkpoints.glob("*/_CHECKPOINT_METADATA")):
+        while not any(p.parent.name.isdigit() for p in checkpoints.glob("*/_CHECKPOINT_METADATA")):
             assert time.monotonic() < deadline, "no checkpoint was written"
             assert all(p.poll() is None for p, _ in procs), _log(workdir, 0)[-3000:]
             time.sleep(0.1)
@@ -147,7 +150,11 @@ def test_killed_processes_resume_bit_identically(two_process_run):
         for proc, _ in procs:
             proc.send_signal(signal.SIGKILL)
         _wait(procs)
-    saved = sorted(int(p.parent.name) for p in checkpoints.glob("*/_CHECKPOINT_METADATA"))
+    saved = sorted(
+        int(p.parent.name)
+        for p in checkpoints.glob("*/_CHECKPOINT_METADATA")
+        if p.parent.name.isdigit()
+    )
     assert saved and saved[-1] < STEPS, saved  # killed early enough to resume
     _run(workdir, cache)  # the same command, to STEPS: resumes from the latest checkpoint
     assert "resumed from the checkpoint" in _log(workdir, 0)
