@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def glow() -> Section:
         shapes = p.glow_shapes
-        with progress(total=len(shapes) * (len(glow_speed.METHODS) + 2), desc="glow") as bar:
+        with progress(total=len(shapes) * len(glow_speed.ROWS), desc="glow") as bar:
             section = glow_speed.run(
                 shapes, args.net, p.repeats, None, backend, bar, deadline=deadlines["glow"]
             )

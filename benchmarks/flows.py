@@ -62,7 +62,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--methods",
         default=None,
         help="comma-separated rows of the Glow table to run (default all: "
-        + ", ".join((*glow_speed.METHODS, glow_speed.ACTION, glow_speed.STAND_IN))
+        + ", ".join(glow_speed.ROWS)
         + ")",
     )
     return parser.parse_args(argv)
@@ -107,9 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         shape_list = glow_speed.shapes(gpu, args.quick)
     stem = out.with_suffix("")
     start = time.perf_counter()
-    with tqdm(
-        total=len(shape_list) * (len(glow_speed.METHODS) + 2) + 2, desc="benchmarks.flows"
-    ) as bar:
+    with tqdm(total=len(shape_list) * len(glow_speed.ROWS) + 2, desc="benchmarks.flows") as bar:
         methods = None if args.methods is None else [m.strip() for m in args.methods.split(",")]
         speed = glow_speed.run(
             shape_list, net, repeats, args.timeout, backend, bar, methods=methods

@@ -40,6 +40,8 @@ METHODS = ("baseline", "ps", "opt15", "jax.scipy")
 #: (``jexpm.expm_multiply``; the model's default) where the METHODS rows form them.
 ACTION = "opt15 + action"
 STAND_IN = "stand-in (I + A)"
+#: Every row of the tables, in order.
+ROWS = (*METHODS, ACTION, STAND_IN)
 #: Under a deadline, a (shape, method) is not started with less time than this left.
 MIN_WORKER_SECONDS = 60.0
 
@@ -222,7 +224,7 @@ def run(
     data: dict[str, dict[str, dict]] = {}
     for shape in shape_list:
         data[shape.name] = {}
-        for method in (*METHODS, ACTION, STAND_IN):
+        for method in ROWS:
             bar.set_postfix_str(f"{shape.name} {method}")
             walls = [r["wall_s"] for r in data[shape.name].values() if "wall_s" in r]
             limit = isolation.limit_for(walls, cap)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _matexp, _stacked, _statistics
+from . import _convolution, _matexp, _stacked, _statistics
 from ._bijector import Bijector, check_image, sum_per_member
 
 
@@ -26,9 +26,9 @@ class ResidualBlock(nnx.Module):
 
     def __init__(self, channels: int, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
         kw = {"padding": "SAME", "param_dtype": param_dtype, "rngs": rngs}
-        self.conv1 = nnx.Conv(channels, channels, (3, 3), **kw)
-        self.conv2 = nnx.Conv(channels, channels, (1, 1), **kw)
-        self.conv3 = nnx.Conv(channels, channels, (3, 3), **kw)
+        self.conv1 = _convolution.conv(channels, channels, (3, 3), **kw)
+        self.conv2 = _convolution.conv(channels, channels, (1, 1), **kw)
+        self.conv3 = _convolution.conv(channels, channels, (3, 3), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = jax.nn.elu(self.conv1(x))
@@ -63,7 +63,7 @@ class ConvNet(nnx.Module):
         rngs: nnx.Rngs,
     ):
         conv = {"padding": "SAME", "param_dtype": param_dtype, "rngs": rngs}
-        self.conv_in = nnx.Conv(in_channels, hidden_channels, (3, 3), **conv)
+        self.conv_in = _convolution.conv(in_channels, hidden_channels, (3, 3), **conv)
         self.norm = nnx.LayerNorm(hidden_channels, param_dtype=param_dtype, rngs=rngs)
         self.blocks = (
             _stacked.stack(
@@ -75,7 +75,7 @@ class ConvNet(nnx.Module):
             else None
         )
         zeros = nnx.initializers.zeros_init()
-        self.conv_out = nnx.Conv(
+        self.conv_out = _convolution.conv(
             hidden_channels, out_channels, (3, 3), kernel_init=zeros, bias_init=zeros, **conv
         )
 

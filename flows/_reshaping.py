@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from . import _convolution
 from ._bijector import Bijector, check_image, sum_per_member
 
 
@@ -65,7 +66,7 @@ class Split(Bijector):
         self.channels = channels
         self.kept = channels // 2
         zeros = nnx.initializers.zeros_init()
-        self.prior = nnx.Conv(
+        self.prior = _convolution.conv(
             self.kept,
             2 * (channels - self.kept),
             (3, 3),
