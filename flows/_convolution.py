@@ -120,7 +120,7 @@ def _conv_backward(pads, precision, residuals, dy):
     channels_as_batch = jnp.transpose(x, (3, 1, 2, 0))  # (C, H, W, N)
     dy_as_kernel = jnp.transpose(dy, (1, 2, 0, 3))  # (H', W', N, O)
     dw = _plain_conv(channels_as_batch, dy_as_kernel, pads, precision)  # (C, kh, kw, O)
-    return dx, jnp.transpose(dw, (1, 2, 0, 3)).astype(w.dtype)
+    return dx, jnp.transpose(dw, (1, 2, 0, 3))
 
 
 _conv.defvjp(_conv_forward, _conv_backward)
