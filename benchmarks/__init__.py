@@ -9,10 +9,12 @@ Programs (each with ``--help``; the first three with ``--quick``, writing to
   Taylor 15+ paper (training step, sampling, (m, s) in training, products and accuracy).
 * ``python -m benchmarks.device --out DIR``: the accelerator run in one command, within a
   time budget, written to DIR (:mod:`benchmarks.device`; ``--smoke`` for tiny sizes).
+* ``python -m benchmarks.floor``: expm against the cost of the products it runs.
 
 Modules: :mod:`benchmarks.harness` (timing, inputs, errors, reports),
 :mod:`benchmarks.isolation` (one measurement per process, with limits and deadlock
-detection), :mod:`benchmarks.torch_adapter`, and one module per suite:
+detection), :mod:`benchmarks.torch_adapter`, :mod:`benchmarks.paper_loop` (the paper's
+baseline run eagerly, as published), and one module per suite:
 :mod:`benchmarks.expm_speed`, :mod:`benchmarks.expm_grad`,
 :mod:`benchmarks.low_precision`, :mod:`benchmarks.product_forms`,
 :mod:`benchmarks.accuracy`, :mod:`benchmarks.glow_speed`, :mod:`benchmarks.training_ms`.

@@ -12,7 +12,8 @@ step, and the median step time:
 - ``cifar10``: the ``cifar10`` preset (the paper's networks: 128 channels, 8 residual
   blocks, batch 64).
 
-The current tree's step is timed with and without the (m, s) statistics it returns.
+The current tree's step is timed with and without the (m, s) statistics it returns,
+and with its scans unrolled (``scan_unroll=True``: compile time then grows with depth).
 ``--revision REV`` also measures the flows and jexpm packages of a git revision (e.g.
 the one before the steps ran under a scan) in the same run, so the two are compared
 under the same load. Each measurement runs in its own process
@@ -83,6 +84,8 @@ def worker(spec: dict) -> dict:
     from flows import train
 
     config = _config(spec["workload"])
+    if spec.get("unroll"):
+        config = dataclasses.replace(config, scan_unroll=True)
     shape = (32, 32, 3)
     images = np.random.default_rng(0).integers(0, 256, (config.batch_size, *shape), dtype=np.uint8)
     t0 = time.perf_counter()
@@ -135,26 +138,27 @@ def _measure(tree: Path, spec: dict, limit: float) -> dict:
 
 
 def run(workloads: Sequence[str], revision: str | None, repeats: int, limit: float) -> Section:
-    """Measure every workload for the current tree (with and without statistics) and REV."""
-    runs: list[tuple[str, str, bool]] = []
+    """Measure every workload: the current tree with and without statistics, unrolled, and REV."""
+    runs: list[tuple[str, str, bool, bool]] = []  # tree, workload, statistics, unrolled
     for workload in workloads:
-        runs.append(("current", workload, True))
-        runs.append(("current", workload, False))
+        runs.append(("current", workload, True, False))
+        runs.append(("current", workload, False, False))
+        runs.append(("current", workload, False, True))
         if revision:
-            runs.append((revision, workload, False))
+            runs.append((revision, workload, False, False))
     rows, data = [], []
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"current": ROOT}
         if revision:
             trees[revision] = Path(tmp)
             _export(revision, Path(tmp))
-        for tree_name, workload, stats in runs:
+        for tree_name, workload, stats, unroll in runs:
             reps = max(1, repeats // 3) if workload == "cifar10" else repeats
-            spec = {"workload": workload, "statistics": stats, "repeats": reps}
-            print(f"{tree_name} {workload} statistics={stats} ...", file=sys.stderr, flush=True)
+            spec = {"workload": workload, "statistics": stats, "unroll": unroll, "repeats": reps}
+            print(f"{tree_name} {spec} ...", file=sys.stderr, flush=True)
             result = _measure(trees[tree_name], spec, limit)
             data.append({"tree": tree_name, **spec, **result})
-            label = f"{tree_name}{' + (m, s)' if stats else ''}"
+            label = f"{tree_name}{' + (m, s)' if stats else ''}{', unrolled' if unroll else ''}"
             if "error" in result:
                 rows.append([workload, label, result["error"], "", ""])
                 continue
@@ -173,7 +177,8 @@ def run(workloads: Sequence[str], revision: str | None, repeats: int, limit: flo
     note = (
         f"Training step of the Glow, one process per row, median of {repeats} steps "
         f"({max(1, repeats // 3)} for cifar10) after an untimed one. `+ (m, s)`: the "
-        "step also returns the (m, s) statistics of every exponential."
+        "step also returns the (m, s) statistics of every exponential; `unrolled`: "
+        "`scan_unroll=True`, the stacked steps and blocks compiled one by one."
     )
     return Section(f"{note}\n\n{table}", data)
 

@@ -1,10 +1,14 @@
 """expm speed: jexpm against jax.scipy.linalg.expm and torch.linalg.matrix_exp.
 
 Wall time, accuracy and products of ``jexpm.expm`` (opt15, ps, baseline and
-``jax.vmap``), ``jax.scipy.linalg.expm`` and, if installed, ``torch.linalg.matrix_exp``
-on workloads (a)-(f). jexpm's contenders of one input are timed round-robin, jax.scipy
-and torch each after them: their idle threads (threaded LAPACK, OpenMP) keep spinning
-for a while after a call and would slow down whichever call came next. Errors are
+``jax.vmap``), ``jax.scipy.linalg.expm``, the paper's baseline as its authors ran it
+(:mod:`benchmarks.paper_loop`, eager with a host read per term) and, if installed,
+``torch.linalg.matrix_exp`` on workloads (a)-(f). Two ratios set the baselines side by
+side: ``paper loop/opt15`` is the comparison the paper made, ``baseline/opt15`` the fair
+one (the same series, jitted, no host round trips). jexpm's contenders of one input
+are timed round-robin, the paper loop, jax.scipy and torch each after them: their idle
+threads (threaded LAPACK, OpenMP) keep spinning for a while after a call and would slow
+down whichever call came next. Errors are
 normwise relative 1-norm errors against ``scipy.linalg.expm`` in float64 on the same
 (dtype-rounded) input, the maximum over at most 256 members (dashes without SciPy). In
 bfloat16, which ``jax.scipy.linalg.expm`` rejects, jax.scipy runs in float32 on the
@@ -24,7 +28,7 @@ from jax import lax
 
 import jexpm
 
-from . import harness, torch_adapter
+from . import harness, paper_loop, torch_adapter
 
 NORMS = (0.5, 2.0, 30.0)
 QUICK_NORMS = (2.0, 30.0)
@@ -94,7 +98,8 @@ _JAX_METHODS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "baseline": functools.partial(jexpm.expm, method="baseline"),
     "jax.scipy": scipy_expm,
 }
-_METHODS = (*_JAX_METHODS, "vmap", "torch")
+PAPER_LOOP = "paper loop"
+_METHODS = (*_JAX_METHODS, "vmap", PAPER_LOOP, "torch")
 _ERROR_METHODS = ("opt15", "jax.scipy", "torch")
 HEADERS = [
     "workload",
@@ -103,6 +108,8 @@ HEADERS = [
     "jax.scipy/opt15",
     "torch/opt15",
     "vmap/batched",
+    "paper loop/opt15 (paper's comparison)",
+    "baseline/opt15 (fair)",
     "opt15 products",
     *(f"err {m}" for m in _ERROR_METHODS),
 ]
@@ -160,7 +167,10 @@ def _row(
     x = jnp.asarray(x_np)
     calls = {name: (functools.partial(fn, x), jax.block_until_ready) for name, fn in fns.items()}
     apart = {name: calls.pop(name) for name in ("jax.scipy",) if name in calls}
-    results = harness.median_times(calls, repeats) | harness.median_times(apart, repeats)
+    eager = paper_loop.looped if w.looped else paper_loop.expm
+    paper = {PAPER_LOOP: (functools.partial(eager, x), jax.block_until_ready)}
+    results = harness.median_times(calls, repeats)
+    results |= harness.median_times(paper, repeats) | harness.median_times(apart, repeats)
     torch_call = torch_adapter.matrix_exp_call(x_np, looped=w.looped)
     if torch_call is not None:
         try:
@@ -182,6 +192,8 @@ def _row(
         harness.ratio(times["jax.scipy"], times["opt15"]),
         harness.ratio(times["torch"], times["opt15"]),
         harness.ratio(times["vmap"], times["opt15"]),
+        harness.ratio(times[PAPER_LOOP], times["opt15"]),
+        harness.ratio(times["baseline"], times["opt15"]),
         f"{mean_products:.2f}",
         *(harness.fmt(errors[m], ".1e") for m in _ERROR_METHODS),
     ]

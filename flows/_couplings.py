@@ -49,6 +49,7 @@ class ConvNet(nnx.Module):
       hidden_channels: width of the hidden layers (default 128).
       residual_blocks: number of residual blocks (default 8).
       param_dtype: dtype of the parameters (default float32).
+      unroll: residual blocks per iteration of their scan (``True``: all, unrolled).
       rngs: random streams for the convolution kernels.
     """
 
@@ -60,8 +61,10 @@ class ConvNet(nnx.Module):
         hidden_channels: int = 128,
         residual_blocks: int = 8,
         param_dtype=jnp.float32,
+        unroll: int | bool = 1,
         rngs: nnx.Rngs,
     ):
+        self.unroll = _stacked.copies_per_iteration(unroll, residual_blocks)
         conv = {"padding": "SAME", "param_dtype": param_dtype, "rngs": rngs}
         self.conv_in = _convolution.conv(in_channels, hidden_channels, (3, 3), **conv)
         self.norm = nnx.LayerNorm(hidden_channels, param_dtype=param_dtype, rngs=rngs)
@@ -82,7 +85,7 @@ class ConvNet(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         h = jax.nn.elu(self.norm(self.conv_in(x)))
         if self.blocks is not None:
-            h = _stacked.scan(lambda h, block: block(h), h, self.blocks)
+            h = _stacked.scan(lambda h, block: block(h), h, self.blocks, unroll=self.unroll)
         return self.conv_out(h)
 
 
@@ -103,6 +106,8 @@ class CouplingOptions:
         convolutions), one of ``flows.EXPM_METHODS`` or a registered name.
       tol: tolerance of the jexpm methods (``None``: the dtype's unit roundoff).
       param_dtype: dtype of the parameters.
+      unroll: stacked copies (flow steps, residual blocks) run per iteration of their
+        scan; ``True`` unrolls the scans (see :class:`flows.Glow`).
     """
 
     hidden_channels: int = 128
@@ -113,6 +118,7 @@ class CouplingOptions:
     method: str = "opt15"
     tol: float | None = None
     param_dtype: Any = jnp.float32
+    unroll: int | bool = 1
 
 
 class Coupling(Bijector):
@@ -131,6 +137,7 @@ class Coupling(Bijector):
         hidden_channels: int = 128,
         residual_blocks: int = 8,
         param_dtype=jnp.float32,
+        unroll: int | bool = 1,
         rngs: nnx.Rngs,
         extra_outputs: int = 0,
     ):
@@ -145,6 +152,7 @@ class Coupling(Bijector):
             hidden_channels=hidden_channels,
             residual_blocks=residual_blocks,
             param_dtype=param_dtype,
+            unroll=unroll,
             rngs=rngs,
         )
 
@@ -156,6 +164,7 @@ class Coupling(Bijector):
             hidden_channels=options.hidden_channels,
             residual_blocks=options.residual_blocks,
             param_dtype=options.param_dtype,
+            unroll=options.unroll,
             rngs=rngs,
         )
 
@@ -187,6 +196,7 @@ class AdditiveCoupling(Coupling):
       hidden_channels: width of the coupling network (default 128).
       residual_blocks: residual blocks in the coupling network (default 8).
       param_dtype: dtype of the parameters (default float32).
+      unroll: residual blocks per iteration of the network's scan (default 1).
       rngs: random streams for the network.
     """
 
@@ -206,6 +216,7 @@ class AffineCoupling(Coupling):
       hidden_channels: width of the coupling network (default 128).
       residual_blocks: residual blocks in the coupling network (default 8).
       param_dtype: dtype of the parameters (default float32).
+      unroll: residual blocks per iteration of the network's scan (default 1).
       rngs: random streams for the network.
     """
 
@@ -270,6 +281,7 @@ class MatrixExpCoupling(Coupling):
         name registered with ``flows.register_exponential``.
       tol: tolerance for the jexpm methods (``None``: the dtype's unit roundoff).
       param_dtype: dtype of the parameters (default float32).
+      unroll: residual blocks per iteration of the network's scan (default 1).
       rngs: random streams for the network and the low-rank offset.
     """
 
@@ -285,6 +297,7 @@ class MatrixExpCoupling(Coupling):
         method: str = "opt15",
         tol: float | None = None,
         param_dtype=jnp.float32,
+        unroll: int | bool = 1,
         rngs: nnx.Rngs,
     ):
         _matexp.check_method(method, tol)
@@ -303,6 +316,7 @@ class MatrixExpCoupling(Coupling):
             hidden_channels=hidden_channels,
             residual_blocks=residual_blocks,
             param_dtype=param_dtype,
+            unroll=unroll,
             rngs=rngs,
             extra_outputs=n_raw,
         )
@@ -329,6 +343,7 @@ class MatrixExpCoupling(Coupling):
             method=options.method,
             tol=options.tol,
             param_dtype=options.param_dtype,
+            unroll=options.unroll,
             rngs=rngs,
         )
 

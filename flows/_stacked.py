@@ -28,18 +28,40 @@ def stack(count: int, create: Callable[[nnx.Rngs], M], rngs: nnx.Rngs) -> M:
     return create_all(rngs)
 
 
+def copies_per_iteration(unroll: int | bool, count: int) -> int:
+    """``unroll`` as the int a module keeps: ``True`` is every copy, ``False`` is 1.
+
+    Modules keep the int, not the flag: ``True == 1`` in Python, so a kept ``True``
+    would make an unrolled model's static structure compare equal to a rolled one's,
+    and JAX's and NNX's trace caches would hand one the other's compiled loop.
+    """
+    return count if unroll is True else max(int(unroll), 1)
+
+
 def scan(
-    body: Callable[[Carry, M], Carry], carry: Carry, stacked: M, *, reverse: bool = False
+    body: Callable[[Carry, M], Carry],
+    carry: Carry,
+    stacked: M,
+    *,
+    reverse: bool = False,
+    unroll: int | bool = 1,
 ) -> Carry:
     """``carry = body(carry, copy)`` for every copy in turn (last to first with ``reverse``).
 
     ``body`` may update the copy's state (e.g. a data-dependent initialisation); the
-    updates land in ``stacked``.
+    updates land in ``stacked``. ``unroll`` copies run per loop iteration, as in
+    ``jax.lax.scan`` (``True``: all of them, no loop; compile time then grows with the
+    count, see :class:`flows.Glow`).
     """
     # Tree mode (graph=False) treats the modules as plain pytrees: the stacks share no
     # references, and unlike graph mode it also runs inside a jax.jit or jax.grad
     # that closes over the model instead of taking it as an argument.
     scanned = nnx.scan(
-        body, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry, reverse=reverse, graph=False
+        body,
+        in_axes=(nnx.Carry, 0),
+        out_axes=nnx.Carry,
+        reverse=reverse,
+        unroll=unroll,
+        graph=False,
     )
     return scanned(carry, stacked)

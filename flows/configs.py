@@ -47,6 +47,8 @@ class Config:
         (``None``: the faster per size, see ``flows.MatrixExpCoupling``).
       expm_method: the matrix exponential: "opt15", "ps", "baseline" or "jax.scipy".
       expm_tol: tolerance of the jexpm methods (``None``: float32 unit roundoff).
+      scan_unroll: flow steps and residual blocks per iteration of their scans
+        (``True``: unrolled; faster steps, compile time growing with depth).
       batch_size: training batch size (global, split over the devices).
       eval_batch_size: evaluation batch size.
       num_epochs: training length in epochs, used when ``num_train_steps`` is ``None``.
@@ -80,6 +82,7 @@ class Config:
     coupling_action: bool | None = None
     expm_method: str = "opt15"
     expm_tol: float | None = None
+    scan_unroll: int | bool = 1
     batch_size: int = 64
     eval_batch_size: int = 256
     num_epochs: float = 50.0

@@ -93,6 +93,7 @@ def create_model(config: configs.Config, image_shape: Sequence[int], seed: int) 
         action=config.coupling_action,
         method=config.expm_method,
         tol=config.expm_tol,
+        unroll=config.scan_unroll,
         rngs=nnx.Rngs(seed),
     )
 

@@ -6,8 +6,9 @@ path the value took (same order, steps and early terminations), linear in (dX, d
 Its transpose, the primitive ``jexpm_action_transpose``, runs the steps backwards
 (``_action.transpose``), so reverse mode (``grad``, ``vjp``, ``jacrev``)
 differentiates the same function without JAX transposing a ``while_loop``. Both
-primitives batch by treating the mapped axis as one more batch dimension. t enters
-only through X = t A, so its derivative is that of X.
+primitives batch by treating the mapped axis as one more batch dimension, and both
+have the JVP of their own implementation as their JVP (second derivatives, forward over
+either mode). t enters only through X = t A, so its derivative is that of X.
 """
 
 from __future__ import annotations
@@ -124,6 +125,28 @@ def _tangent_transpose(ct, x, b, dx, db, order, steps, *, tol):
     return None, None, out_x, out_b, None, None
 
 
+def _second_order_rule(impl):
+    """Forward-mode rule of a derivative primitive: the JVP of its implementation.
+
+    The derivatives of the action's own derivatives are those of the loops that compute
+    them (the same path, since the loop counts depend on values only through
+    comparisons). They give forward-over-reverse and forward-over-forward second
+    derivatives (``jax.hessian``, Hessian-vector products ``jvp(grad(f))``); the result
+    runs ``while_loop``s, so reverse mode cannot transpose it a second time.
+    """
+
+    def rule(primals, tangents, **params):
+        *args, order, steps = primals
+        directions = [ad.instantiate_zeros(t) for t in tangents[: len(args)]]
+
+        def of_args(*args):
+            return impl(*args, order, steps, **params)
+
+        return jax.jvp(of_args, tuple(args), tuple(directions))
+
+    return rule
+
+
 def _batch_rule(primitive):
     def rule(args, dims, **params):
         size = next(v.shape[d] for v, d in zip(args, dims, strict=True) if d is not None)
@@ -142,6 +165,7 @@ tangent_p.def_abstract_eval(lambda x, b, dx, db, order, steps, tol: ShapedArray(
 mlir.register_lowering(tangent_p, mlir.lower_fun(_tangent_impl, multiple_results=False))
 ad.primitive_transposes[tangent_p] = _tangent_transpose
 batching.primitive_batchers[tangent_p] = _batch_rule(tangent_p)
+ad.primitive_jvps[tangent_p] = _second_order_rule(_tangent_impl)
 
 transpose_p.def_impl(jax.jit(_transpose_impl, static_argnames=("tol",)))
 transpose_p.def_abstract_eval(
@@ -152,6 +176,7 @@ transpose_p.def_abstract_eval(
 )
 mlir.register_lowering(transpose_p, mlir.lower_fun(_transpose_impl, multiple_results=True))
 batching.primitive_batchers[transpose_p] = _batch_rule(transpose_p)
+ad.primitive_jvps[transpose_p] = _second_order_rule(_transpose_impl)
 
 
 # ---------------------------------------------------------------------------------
@@ -222,8 +247,9 @@ def expm_multiply(
     to ``a``, ``b`` and ``t``: forward mode carries the direction through the same
     steps; reverse mode runs the steps backwards, recomputing each step's terms
     (memory: at most 32 states and 56 terms of size n x k per member; for more than 32
-    steps some states are recomputed). Second derivatives are not implemented for
-    ``method="action"``.
+    steps some states are recomputed). Second derivatives of ``method="action"`` are
+    forward mode over either mode (``jax.hessian``, ``jax.jvp(jax.grad(f), ...)``);
+    reverse mode over a derivative raises (``method="expm"`` has every order).
 
     Args:
       a: (..., n, n) matrices; float32, float64, complex64, complex128, bfloat16 or

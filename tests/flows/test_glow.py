@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -172,6 +173,8 @@ def test_bad_configurations_raise():
         flows.Glow((8, 8, 3), levels=2, steps_per_level=1, method="pade", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="image_shape must be"):
         flows.Glow((8, 8), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unroll must be True, False or an int >= 1, got 0"):
+        flows.Glow((8, 8, 3), levels=2, steps_per_level=1, unroll=0, rngs=nnx.Rngs(0))
 
 
 def test_bad_inputs_raise():
@@ -201,3 +204,39 @@ def test_scanned_steps_run_under_plain_jax_transforms_of_a_closure():
     np.testing.assert_allclose(jax.jit(lambda v: model.log_prob(v))(x), expected, rtol=1e-6)
     g = jax.grad(lambda v: jnp.sum(model.log_prob(v)))(x)
     assert g.shape == x.shape and bool(jnp.all(jnp.isfinite(g)))
+
+
+@pytest.mark.parametrize("unroll", [2, True])
+def test_unrolled_scans_compute_the_same_model(unroll):
+    """unroll changes how the stacked steps are compiled, not what they compute: same
+    parameters (the same draws), same log-likelihood, gradient and round trip; every
+    scan (steps and residual blocks) gets the unroll."""
+    x = data()
+    models = [tiny(steps_per_level=(3, 1), residual_blocks=2, unroll=u) for u in (1, unroll)]
+    for model in models:
+        model.initialize(x)
+    assert jax.tree.all(jax.tree.map(np.array_equal, nnx.state(models[0]), nnx.state(models[1])))
+
+    def loss(model, x):
+        return -jnp.mean(model.log_prob(x))
+
+    values = [nnx.jit(nnx.value_and_grad(loss))(model, x) for model in models]
+    np.testing.assert_allclose(values[1][0], values[0][0], rtol=1e-6)
+    for g1, g0 in zip(jax.tree.leaves(values[1][1]), jax.tree.leaves(values[0][1]), strict=True):
+        np.testing.assert_allclose(g1, g0, rtol=1e-4, atol=1e-6)
+    latents, _ = encode(models[1], x)
+    x_back, _ = decode(models[1], latents)
+    assert float(jnp.linalg.norm(x_back - x) / jnp.linalg.norm(x)) <= 1e-4
+
+    def scans(model) -> list[tuple[int, int]]:
+        """(length, unroll) of every scan in the traced log-likelihood."""
+        graphdef, state = nnx.split(model)
+        jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s).log_prob(x))(state, x)
+        text = str(jaxpr)
+        lengths = [int(v) for v in re.findall(r"length=(\d+)", text)]
+        return list(zip(lengths, [int(v) for v in re.findall(r"unroll=(\d+)", text)], strict=True))
+
+    # Both levels' residual blocks (2 each) and steps (3, then 1).
+    assert sorted(scans(models[0])) == [(1, 1), (2, 1), (2, 1), (3, 1)]
+    expected = [(n, n if unroll is True else unroll) for n in (1, 2, 2, 3)]
+    assert sorted(scans(models[1])) == sorted(expected)

@@ -352,6 +352,36 @@ def test_derivative_in_t_is_a_times_the_action():
     np.testing.assert_allclose(dy, a @ y, rtol=1e-12, atol=1e-12 * np.abs(dy).max())
 
 
+def test_second_derivatives_forward_over_either_mode():
+    """jax.hessian (forward over reverse), jacfwd(jacfwd) and Hessian-vector products
+    against finite differences of the exact gradient, for a member with scaling steps."""
+    a, b, t = _pair(3, 0.1, 10)
+    g = np.random.default_rng(12).standard_normal(a.shape)
+    a = (
+        a + (g - np.swapaxes(g, -1, -2)) * np.array([0.2, 20.0])[:, None, None]
+    )  # e^(tA) ~ orthogonal
+    v = np.random.default_rng(11).standard_normal(a.shape)
+    with enable_x64():
+        assert jexpm.expm_multiply(a, b, t=t, return_info=True)[1].steps.tolist()[1] > 1
+
+        def loss(a):
+            return jnp.sum(jnp.sin(jexpm.expm_multiply(a, b, t=t)))
+
+        grad = jax.grad(loss)
+        h = 1e-5
+        expected = (np.asarray(grad(a + h * v)) - np.asarray(grad(a - h * v))) / (2 * h)
+        hvp = np.asarray(jax.jvp(grad, (a,), (v,))[1])
+        hessian = np.asarray(jax.hessian(loss)(a))
+        forward = np.asarray(jax.jacfwd(jax.jacfwd(loss))(a))
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(hvp, expected, rtol=1e-6, atol=1e-6 * scale)
+    contracted = np.tensordot(hessian, v, axes=v.ndim)
+    np.testing.assert_allclose(contracted, expected, rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(forward, hessian, rtol=1e-9, atol=1e-9 * np.abs(hessian).max())
+    with enable_x64(), pytest.raises(ValueError, match="Reverse-mode differentiation"):
+        jax.grad(lambda a: jnp.sum(grad(a)))(a)
+
+
 def test_transforms_compose():
     a, b, t = _pair(4, 3.0, 9, np.float32)
 
