@@ -50,8 +50,8 @@ def scan(
 
     ``body`` may update the copy's state (e.g. a data-dependent initialisation); the
     updates land in ``stacked``. ``unroll`` copies run per loop iteration, as in
-    ``jax.lax.scan`` (``True``: all of them, no loop; compile time then grows with the
-    count, see :class:`flows.Glow`).
+    ``jax.lax.scan`` (``True``: all of them in one iteration; compile time then grows
+    with the count, see :class:`flows.Glow`).
     """
     # Tree mode (graph=False) treats the modules as plain pytrees: the stacks share no
     # references, and unlike graph mode it also runs inside a jax.jit or jax.grad
