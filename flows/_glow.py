@@ -197,8 +197,8 @@ class Glow(Bijector):
       param_dtype: dtype of all parameters (default float32).
       unroll: flow steps (and residual blocks) run per iteration of their scans, as in
         ``jax.lax.scan`` (default 1). ``True`` unrolls the scans: compile time then grows
-        with the depth, and on XLA:CPU the training step at the flow benchmark's CIFAR-10
-        shape was about 12% faster (``benchmarks/results/compile-cpu.md``).
+        with the depth, and on XLA:CPU a training step at the paper's CIFAR-10 depth
+        (8/4/2 steps) was about 12% faster (the README's flows section).
       rngs: random streams; ``params`` draws the initial weights.
 
     Raises:
