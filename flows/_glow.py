@@ -202,7 +202,7 @@ class Glow(Bijector):
       rngs: random streams; ``params`` draws the initial weights.
 
     Raises:
-      ValueError: a bad shape, level or step count, coupling, method or tolerance.
+      ValueError: a bad shape, level or step count, coupling, method, tolerance or unroll.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -267,8 +267,6 @@ class Glow(Bijector):
                 f"Glow: unknown coupling {coupling!r}; choose one of {tuple(COUPLINGS)}"
             )
         check_method(method, tol)
-        if not (isinstance(unroll, bool) or (isinstance(unroll, int) and unroll >= 1)):
-            raise ValueError(f"Glow: unroll must be True, False or an int >= 1, got {unroll!r}")
         self.image_shape = (height, width, channels)
         self.options = CouplingOptions(
             hidden_channels=hidden_channels,

@@ -34,8 +34,15 @@ def copies_per_iteration(unroll: int | bool, count: int) -> int:
     Modules keep the int, not the flag: ``True == 1`` in Python, so a kept ``True``
     would make an unrolled model's static structure compare equal to a rolled one's,
     and JAX's and NNX's trace caches would hand one the other's compiled loop.
+
+    Raises:
+      ValueError: ``unroll`` is neither a bool nor an int >= 1.
     """
-    return count if unroll is True else max(int(unroll), 1)
+    if isinstance(unroll, bool):
+        return count if unroll else 1
+    if isinstance(unroll, int) and unroll >= 1:
+        return unroll
+    raise ValueError(f"unroll must be True, False or an int >= 1, got {unroll!r}")
 
 
 def scan(
