@@ -24,6 +24,10 @@ the others still run. Only JAX and NumPy are required; torch, SciPy (the error
 columns' reference) and tqdm are used where installed. JAX is told not to preallocate
 GPU memory, so that torch and the Glow worker processes share the device.
 
+``--sections`` runs some of the sections (the budget shared among them in proportion
+to their shares) and ``--glow-methods`` some of the Glow rows: a second call for what a
+first one's budget left out.
+
 ``--smoke`` runs every section on tiny inputs (its numbers mean nothing), to check the
 program on a CPU.
 """
@@ -165,10 +169,33 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="Glow coupling networks: 32 channels/1 block (default, to fit the budget) or "
         "the paper's 128/8",
     )
+    parser.add_argument(
+        "--sections",
+        default=",".join(SHARES),
+        help="comma-separated sections to run (default all: %(default)s); the budget is "
+        "shared among them in proportion to their shares",
+    )
+    parser.add_argument(
+        "--glow-methods",
+        default=None,
+        help="comma-separated Glow rows to measure (default all); the others are reported "
+        "as not run",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
     if args.budget <= 0:
         parser.error("--budget must be positive")
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(args.sections) - set(SHARES))
+    if unknown or not args.sections:
+        parser.error(f"--sections: choose from {', '.join(SHARES)} (got {unknown or 'none'})")
+    if args.glow_methods is not None:
+        from .glow_speed import ROWS
+
+        args.glow_methods = [m.strip() for m in args.glow_methods.split(",") if m.strip()]
+        unknown = sorted(set(args.glow_methods) - set(ROWS))
+        if unknown or not args.glow_methods:
+            parser.error(f"--glow-methods: choose from {', '.join(ROWS)} (got {unknown or 'none'})")
     return args
 
 
@@ -192,9 +219,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     backend = jax.default_backend()
     torch_adapter.set_threads(os.cpu_count() or 1)
     p = plan(args.smoke, backend == "gpu")
-    scale = args.budget / sum(SHARES.values())
+    chosen = {name: share for name, share in SHARES.items() if name in args.sections}
+    scale = args.budget / sum(chosen.values())
     deadlines, total = {}, start
-    for name, share in SHARES.items():
+    for name, share in chosen.items():
         total += share * scale
         deadlines[name] = total
 
@@ -202,7 +230,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         shapes = p.glow_shapes
         with progress(total=len(shapes) * len(glow_speed.ROWS), desc="glow") as bar:
             section = glow_speed.run(
-                shapes, args.net, p.repeats, None, backend, bar, deadline=deadlines["glow"]
+                shapes,
+                args.net,
+                p.repeats,
+                None,
+                backend,
+                bar,
+                deadline=deadlines["glow"],
+                methods=args.glow_methods,
             )
         return dataclasses.replace(
             section,
@@ -242,16 +277,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     sections: dict[str, Section] = {}
     used: dict[str, float] = {}
     for name, (title, make) in steps.items():
+        if name not in chosen:
+            continue
         t0 = time.perf_counter()
         sections[name] = guarded(title, make, deadlines[name])
         used[name] = time.perf_counter() - t0
-    # The Glow workers end by their own limits (at most the time left): no alarm.
-    t0 = time.perf_counter()
-    sections["glow"] = guarded("Glow training and sampling", glow, None)
-    used["glow"] = time.perf_counter() - t0
+    if "glow" in chosen:
+        # The Glow workers end by their own limits (at most the time left): no alarm.
+        t0 = time.perf_counter()
+        sections["glow"] = guarded("Glow training and sampling", glow, None)
+        used["glow"] = time.perf_counter() - t0
     rows = [
         f"- {name}: {used[name]:.0f} s (deadline at {deadlines[name] - start:.0f} s)"
-        for name in SHARES
+        for name in chosen
     ]
     sections["budget"] = Section(
         f"### Time per section (budget {args.budget:g} s)\n\n" + "\n".join(rows),

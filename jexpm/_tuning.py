@@ -1,10 +1,11 @@
 """Backend tuning: the measured constants behind the product form and batch slicing.
 
 Each value was measured on one machine and backend (docs/design.md, "Backend tuning");
-the comment beside it names the command that regenerates the measurement. A backend
-without an entry of its own uses :data:`ACCELERATOR`. No accelerator has been measured
-yet: its values are the choices that need no measurement (products through ``dot``, no
-slicing for cache), and the same commands, run on the accelerator, give its own.
+the comment beside it names the command that regenerates the measurement. The GPU's
+values were measured on one NVIDIA H200 (docs/design.md, same section). A
+backend without an entry of its own (a TPU) uses :data:`ACCELERATOR`, the choices that
+need no measurement (products through ``dot``, no slicing for cache); the same
+commands, run on that backend, give its own.
 """
 
 from __future__ import annotations
@@ -79,8 +80,21 @@ ACCELERATOR = Tuning(
     sort_slices=1,
 )
 
+GPU = dataclasses.replace(
+    ACCELERATOR,
+    # PYTHONPATH=. python -m benchmarks.device --sections products (NVIDIA H200, jax
+    # 0.11.2, float32, ms per expm call, dot -> broadcast): n = 2 0.47 -> 0.33, 4 0.84 ->
+    # 0.32, 6 0.34 -> 0.32, 8 0.90 -> 0.55, 12 0.82 -> 0.77, 16 0.47 -> 0.38; larger n
+    # and other dtypes not measured yet (they keep dot). One fused kernel per product
+    # against a batched GEMM call: at these sizes the launches, not the flops, decide.
+    broadcast_max_n={4: 16},
+    # Same run, --sections slicing (sliced at 1 MiB -> unsliced, ms): 65536x6x6 1.52 ->
+    # 0.54, 16384x12x12 1.66 -> 0.62, 4096x24x24 1.98 -> 0.80: no slicing for cache.
+    cache_chunk_bytes=0,
+)
+
 #: Backend name (``jax.default_backend()``) -> its tuning.
-TUNING: Mapping[str, Tuning] = {"cpu": CPU, "gpu": ACCELERATOR, "tpu": ACCELERATOR}
+TUNING: Mapping[str, Tuning] = {"cpu": CPU, "gpu": GPU, "tpu": ACCELERATOR}
 
 
 def for_backend(backend: str | None = None) -> Tuning:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import device, glow_speed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +77,15 @@ def test_a_section_past_its_deadline_is_stopped():
 
     section = device.guarded("Slow", endless, time.perf_counter() - device.GRACE_SECONDS + 0.2)
     assert "stopped 30 s after its time budget ran out" in section.markdown
+
+
+def test_a_partial_run_names_its_sections_and_glow_rows():
+    args = device._parse_args(
+        ["--out", "x", "--sections", "slicing, glow", "--glow-methods", "opt15,stand-in (I + A)"]
+    )
+    assert args.sections == ["slicing", "glow"]
+    assert args.glow_methods == ["opt15", "stand-in (I + A)"]
+    assert device._parse_args(["--out", "x"]).sections == list(device.SHARES)
+    for bad in (["--sections", "expm,bogus"], ["--sections", ","], ["--glow-methods", "fast"]):
+        with pytest.raises(SystemExit):
+            device._parse_args(["--out", "x", *bad])

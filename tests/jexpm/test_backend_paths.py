@@ -61,6 +61,10 @@ def test_the_two_paths_differ_where_this_file_says():
     # The comparisons below are between different computations.
     a = jnp.zeros((_sliced_batch(8, "float32"), 8, 8), jnp.float32)
     assert _tuning.for_backend("cpu") is _tuning.CPU
+    # The GPU keeps the accelerator's unsliced forward pass (its one measured change is
+    # the product form); an unmeasured backend gets the accelerator's defaults.
+    assert _tuning.for_backend("gpu").cache_chunk_bytes == _tuning.ACCELERATOR.cache_chunk_bytes
+    assert _tuning.for_backend("tpu") is _tuning.ACCELERATOR
     assert _derivatives._chunk_count(a, a.shape[:-2], False) == 2
     assert _derivatives._chunk_count(a, a.shape[:-2], False, _tuning.ACCELERATOR) == 1
     assert _products.formulation(8, 4) == "broadcast"
