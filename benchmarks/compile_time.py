@@ -65,7 +65,9 @@ def _step_function(train, graphdef, tx, statistics: bool):
         step = functools.partial(
             train.train_step, graphdef=graphdef, tx=tx, ema_decay=0.999, statistics=statistics
         )
-        return jax.jit(step, donate_argnums=0), train.create_train_state
+        # Compiled as that revision's training program compiles it.
+        options = getattr(train, "compiler_options", dict)()
+        return jax.jit(step, donate_argnums=0, compiler_options=options), train.create_train_state
     # Revisions before TrainState: a step factory and a dict state, no statistics.
     return jax.jit(train.make_train_step(graphdef, tx, 0.999), donate_argnums=0), (
         train.initial_state

@@ -149,9 +149,12 @@ def worker(spec: dict) -> dict:
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adamax(1e-3)
     state = {"state": train.create_train_state(params, tx)}
+    # Compiled as the training program compiles it.
+    options = flows.compiler_options()
     step = jax.jit(
         functools.partial(train.train_step, graphdef=graphdef, tx=tx, ema_decay=0.999),
         donate_argnums=0,
+        compiler_options=options,
     )
     batch = jnp.asarray(images[: shape.train_batch])
     key = jax.random.key(0)
@@ -166,7 +169,9 @@ def worker(spec: dict) -> dict:
     params = state["state"].params
     result["sample_s"] = {}
     for n in shape.sample_batches:
-        sample = jax.jit(lambda p, k, n=n: nnx.merge(graphdef, p).sample(k, n, 0.7))
+        sample = jax.jit(
+            lambda p, k, n=n: nnx.merge(graphdef, p).sample(k, n, 0.7), compiler_options=options
+        )
         jax.block_until_ready(sample(params, key))
         seconds = _median_seconds(
             lambda s=sample: jax.block_until_ready(s(params, key)), spec["repeats"]

@@ -12,6 +12,7 @@ from jexpm import __version__ as __version__  # one distribution, one version
 from ._actnorm import ActNorm as ActNorm
 from ._bijector import Bijector as Bijector
 from ._bijector import Chain as Chain
+from ._compiler import compiler_options as compiler_options
 from ._conv1x1 import MatrixExp1x1Conv as MatrixExp1x1Conv
 from ._conv1x1 import random_rotation_log as random_rotation_log
 from ._couplings import COUPLINGS as COUPLINGS
@@ -52,6 +53,7 @@ __all__ = [
     "OrthogonalLinear",
     "Split",
     "Squeeze",
+    "compiler_options",
     "dequantize",
     "expm_statistics",
     "random_rotation_log",

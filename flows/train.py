@@ -54,6 +54,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import _plotting, _statistics, configs, input_pipeline
+from ._compiler import compiler_options
 from ._glow import Glow, dequantize, to_uint8
 
 # Independent random streams derived from the seed: dequantisation noise of training
@@ -184,6 +185,9 @@ def train_step(
     statistics: bool = True,
 ) -> tuple[TrainState, dict[str, Any]]:
     """One optimisation step on a batch of uint8 images (pure; jit it with the keywords bound).
+
+    Compile it with ``compiler_options=flows.compiler_options()``, as
+    :func:`train_and_evaluate` does: on the CPU the step is about a third faster.
 
     Returns:
       The new state and the metrics: ``bits_per_dim`` (NaN for a skipped batch),
@@ -380,15 +384,18 @@ def train_and_evaluate(
     if start and jax.process_index() == 0:
         _log(f"resumed from the checkpoint at step {start}")
 
+    options = compiler_options()
     step_fn = jax.jit(
         functools.partial(train_step, graphdef=graphdef, tx=tx, ema_decay=config.ema_decay),
         in_shardings=(replicated, sharded, replicated),
         out_shardings=(replicated, None),
         donate_argnums=0,
+        compiler_options=options,
     )
     eval_fn = jax.jit(
         functools.partial(eval_step, graphdef=graphdef),
         in_shardings=(replicated, sharded, None, None),
+        compiler_options=options,
     )
     sample_fn = jax.jit(
         lambda p, k: to_uint8(
@@ -396,6 +403,7 @@ def train_and_evaluate(
         ),
         in_shardings=(replicated, replicated),
         out_shardings=replicated,
+        compiler_options=options,
     )
     base_key = jax.random.key(config.seed)
     train_key = jax.random.fold_in(base_key, _TRAIN_STREAM)
