@@ -187,7 +187,8 @@ def train_step(
     """One optimisation step on a batch of uint8 images (pure; jit it with the keywords bound).
 
     Compile it with ``compiler_options=flows.compiler_options()``, as
-    :func:`train_and_evaluate` does: on the CPU the step is about a third faster.
+    :func:`train_and_evaluate` does: on the CPU the CIFAR-10-shape step is about 20%
+    faster (README, "Where the time goes", also for a shape where it is not).
 
     Returns:
       The new state and the metrics: ``bits_per_dim`` (NaN for a skipped batch),
