@@ -15,7 +15,11 @@ covers compile time (at least 300 s and 3x the slowest method so far), a worker 
 stops using the CPU is reported as deadlocked rather than slow, and on the CPU
 ``jax.scipy`` runs pinned to one core, where jaxlib's LAPACK kernels cannot deadlock
 (README, "Known issues"); its row says so. A method that does not finish is skipped on
-the larger shapes. On a CPU the coupling networks are shrunk (``net="small"``: 32
+the larger shapes. On Linux the workers run with glibc's malloc serving large blocks
+from transparent huge pages (:data:`HUGE_PAGES`, unless ``GLIBC_TUNABLES`` is already
+set): XLA:CPU allocates a call's temporaries afresh (hundreds of MB for a step), and
+with 4 KiB pages touching them costs ~100,000 page faults per CIFAR-shape step (README,
+"Where the time goes"). On a CPU the coupling networks are shrunk (``net="small"``: 32
 hidden channels, 1 residual block) so that the run fits in minutes; the flow itself
 (levels, steps, matrix sizes and counts) stays the paper's. ``net="paper"`` uses 128
 channels and 8 residual blocks.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import time
@@ -42,6 +47,9 @@ ACTION = "opt15 + action"
 STAND_IN = "stand-in (I + A)"
 #: Every row of the tables, in order.
 ROWS = (*METHODS, ACTION, STAND_IN)
+#: The workers' allocator setting on Linux (glibc >= 2.35; ignored by older ones, and a
+#: no-op where transparent huge pages are off).
+HUGE_PAGES = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 #: Under a deadline, a (shape, method) is not started with less time than this left.
 MIN_WORKER_SECONDS = 60.0
 
@@ -116,7 +124,8 @@ def worker(spec: dict) -> dict:
         method :data:`STAND_IN` is the cost-free I + A.
 
     Returns:
-      ``{"compile_s", "step_s", "sample_s": {batch: seconds}}``.
+      ``{"compile_s", "step_s", "sample_s": {batch: seconds}, "glibc_tunables"}``, the
+      last the worker's ``GLIBC_TUNABLES`` (None: unset).
     """
     import functools
 
@@ -164,7 +173,10 @@ def worker(spec: dict) -> dict:
 
     t0 = time.perf_counter()
     train_step()
-    result: dict = {"compile_s": time.perf_counter() - t0}
+    result: dict = {
+        "compile_s": time.perf_counter() - t0,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+    }
     result["step_s"] = _median_seconds(train_step, spec["repeats"])
     params = state["state"].params
     result["sample_s"] = {}
@@ -180,10 +192,24 @@ def worker(spec: dict) -> dict:
     return result
 
 
+def worker_env() -> dict[str, str]:
+    """The workers' environment: this process's, plus :data:`HUGE_PAGES` on Linux.
+
+    A ``GLIBC_TUNABLES`` already set is kept as it is.
+    """
+    env = dict(os.environ)
+    if sys.platform == "linux" and "GLIBC_TUNABLES" not in env:
+        env.update(HUGE_PAGES)
+    return env
+
+
 def run_worker(spec: dict, limit: float, *, pin_to_one_core: bool = False) -> dict:
-    """:func:`worker` in its own process (:func:`benchmarks.isolation.run_isolated`)."""
+    """:func:`worker` in its own process, in :func:`worker_env`.
+
+    See :func:`benchmarks.isolation.run_isolated` for the limit and the result.
+    """
     cmd = [sys.executable, "-m", "benchmarks.glow_speed", json.dumps(spec)]
-    return isolation.run_isolated(cmd, limit, pin_to_one_core=pin_to_one_core)
+    return isolation.run_isolated(cmd, limit, pin_to_one_core=pin_to_one_core, env=worker_env())
 
 
 # ---------------------------------------------------------------------------- section
@@ -287,6 +313,14 @@ def run(
                 [_label(method, backend), *[_ms(s.get(str(n))) for n in shape.sample_batches]]
             )
         parts.append(f"#### {shape.name}: sampling latency\n\n" + markdown_table(headers, srows))
+    tunables = {
+        r["glibc_tunables"]
+        for res in data.values()
+        for r in res.values()
+        if r.get("glibc_tunables")
+    }
+    if tunables:
+        parts.append(f"Workers ran with GLIBC_TUNABLES={', '.join(sorted(tunables))}.")
     if any(pinned(m, backend) for m in METHODS):
         parts.append(
             "(1 core): run pinned to one CPU core, where jaxlib's CPU LAPACK kernels (inside "

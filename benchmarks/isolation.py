@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 DEADLOCKED = "deadlocked (jaxlib LAPACK)"
@@ -70,6 +70,7 @@ def run_isolated(
     *,
     pin_to_one_core: bool = False,
     idle_seconds: float = IDLE_SECONDS,
+    env: Mapping[str, str] | None = None,
 ) -> dict:
     """Run ``cmd``, whose last line of output is a JSON object, and return that object.
 
@@ -79,6 +80,7 @@ def run_isolated(
       pin_to_one_core: run it on one CPU core only (``os.sched_setaffinity``, Linux;
         elsewhere this is ignored).
       idle_seconds: report it as deadlocked after this long with no CPU time.
+      env: the child's environment (None: this process's).
 
     Returns:
       The child's JSON object with ``wall_s`` added, or ``{"error": why}``: "did not
@@ -88,7 +90,13 @@ def run_isolated(
     if pin_to_one_core and hasattr(os, "sched_setaffinity"):
         cmd = _pinned(cmd)
     start = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        list(cmd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=None if env is None else dict(env),
+    )
     last_cpu, last_change = cpu_seconds(proc.pid), start
     while True:
         try:

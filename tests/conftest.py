@@ -1,12 +1,49 @@
-"""Shared test configuration: compiled programs do not outlive their test module.
+"""Shared test configuration: one compilation cache per run, and compiled programs that do
+not outlive their test module.
 
-The suite runs in one process and compiles thousands of programs (Glow variants, every
-order and transform of expm). JAX keeps them cached for the process's lifetime; clearing
-the caches after each module keeps the process's memory that of one module's work.
+The suite compiles thousands of programs (Glow variants, every order and transform of
+expm), many of them more than once: each ``train_and_evaluate`` call, resumed run,
+subprocess and notebook kernel compiles its training step afresh. JAX's persistent
+compilation cache, in a directory made for this run and removed after it, lets every
+process of the run (pytest-xdist workers, the subprocesses and kernels they start, which
+inherit the environment) compile each program once. Only programs that took a while to
+compile are stored; a run never sees a previous run's programs.
+
+JAX keeps compiled programs in memory for the process's lifetime; clearing those caches
+after each module keeps a process's memory that of one module's work.
 """
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
 
 import jax
 import pytest
+
+CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+#: Programs that compile faster than this are not worth a disk round trip.
+MIN_COMPILE_SECONDS = 0.5
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The first process of a run makes the directory; xdist workers and every process the
+    # tests start inherit it through the environment.
+    if CACHE_ENV not in os.environ:
+        config._jexpm_cache_dir = tempfile.mkdtemp(prefix="jexpm-test-xla-cache-")  # type: ignore[attr-defined]
+        os.environ[CACHE_ENV] = config._jexpm_cache_dir  # type: ignore[attr-defined]
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(MIN_COMPILE_SECONDS)
+    jax.config.update("jax_compilation_cache_dir", os.environ[CACHE_ENV])
+    seconds = os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", MIN_COMPILE_SECONDS)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(seconds))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    directory = getattr(config, "_jexpm_cache_dir", None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+        del os.environ[CACHE_ENV]
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -63,6 +63,7 @@ def test_worker_times_a_step_and_sampling():
     }
     result = glow_speed.worker(spec)
     assert result["step_s"] > 0 and result["compile_s"] > 0
+    assert "glibc_tunables" in result
     assert set(result["sample_s"]) == {"1", "2"}
     assert all(t > 0 for t in result["sample_s"].values())
 
@@ -76,3 +77,21 @@ def test_worker_failures_are_reported_not_raised():
     }
     result = glow_speed.run_worker(spec, limit=120)
     assert result["error"].startswith("failed:") and "pade" in result["error"]
+
+
+def test_a_child_gets_the_environment_it_is_given():
+    code = 'import json, os; print(json.dumps({"x": os.environ.get("JEXPM_PROBE")}))'
+    env = {**os.environ, "JEXPM_PROBE": "given"}
+    assert isolation.run_isolated(_python(code), limit=60, env=env)["x"] == "given"
+    assert isolation.run_isolated(_python(code), limit=60)["x"] is None
+
+
+def test_glow_workers_get_huge_pages_unless_tunables_are_set(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert glow_speed.worker_env()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    assert glow_speed.worker_env()["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert "GLIBC_TUNABLES" not in glow_speed.worker_env()

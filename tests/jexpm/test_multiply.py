@@ -72,7 +72,8 @@ def _mp_theta(m: int, tol: float) -> float:
     with mpmath.workdps(40):
 
         def ratio(x):
-            return mpmath.polyval(c[1:], x, asc=True)
+            # sum_k c[k + 1] x^k (polyval takes the highest degree first)
+            return mpmath.polyval(c[:0:-1], x)
 
         lo, hi = mpmath.mpf(0), mpmath.mpf(64)
         for _ in range(70):
