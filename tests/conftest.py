@@ -9,6 +9,9 @@ process of the run (pytest-xdist workers, the subprocesses and kernels they star
 inherit the environment) compile each program once. Only programs that took a while to
 compile are stored; a run never sees a previous run's programs.
 
+The tests run in several processes at once (pytest-xdist); on a GPU, JAX would give the
+first of them 75% of the memory, so they allocate as they go instead.
+
 JAX keeps compiled programs in memory for the process's lifetime; clearing those caches
 after each module keeps a process's memory that of one module's work.
 """
@@ -25,22 +28,25 @@ import pytest
 CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 #: Programs that compile faster than this are not worth a disk round trip.
 MIN_COMPILE_SECONDS = 0.5
+#: The cache directory this process made (and removes), if it made one.
+_MADE_CACHE = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # The first process of a run makes the directory; xdist workers and every process the
     # tests start inherit it through the environment.
     if CACHE_ENV not in os.environ:
-        config._jexpm_cache_dir = tempfile.mkdtemp(prefix="jexpm-test-xla-cache-")  # type: ignore[attr-defined]
-        os.environ[CACHE_ENV] = config._jexpm_cache_dir  # type: ignore[attr-defined]
+        config.stash[_MADE_CACHE] = tempfile.mkdtemp(prefix="jexpm-test-xla-cache-")
+        os.environ[CACHE_ENV] = config.stash[_MADE_CACHE]
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(MIN_COMPILE_SECONDS)
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     jax.config.update("jax_compilation_cache_dir", os.environ[CACHE_ENV])
     seconds = os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", MIN_COMPILE_SECONDS)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(seconds))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    directory = getattr(config, "_jexpm_cache_dir", None)
+    directory = config.stash.get(_MADE_CACHE, None)
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)
         del os.environ[CACHE_ENV]
