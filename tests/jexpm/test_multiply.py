@@ -72,8 +72,9 @@ def _mp_theta(m: int, tol: float) -> float:
     with mpmath.workdps(40):
 
         def ratio(x):
-            # sum_k c[k + 1] x^k (polyval takes the highest degree first)
-            return mpmath.polyval(c[:0:-1], x)
+            # sum_k c[k + 1] x^k (mpmath's polyval changes its coefficient order
+            # between releases)
+            return mpmath.fsum(ck * x**k for k, ck in enumerate(c[1:]))
 
         lo, hi = mpmath.mpf(0), mpmath.mpf(64)
         for _ in range(70):
