@@ -1,8 +1,8 @@
 """Two local processes train one model through JAX's distributed runtime (gloo on CPU).
 
 Each process is ``python -m flows.train`` on 127.0.0.1 with a port chosen free at run
-time; nothing leaves the loopback. The processes share a persistent compilation cache,
-so only the first run compiles.
+time; nothing leaves the loopback. The processes inherit the test run's persistent
+compilation cache (tests/conftest.py), so only the first run compiles.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(workdir: Path, cache: Path, settings: dict, processes: int = 2, extra=()):
+def _start(workdir: Path, settings: dict, processes: int = 2, extra=()):
     """Start the processes of one run; each writes its output to workdir.p<i>.log."""
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     port = _free_port()
     sets = [arg for k, v in settings.items() for arg in ("--set", f"{k}={v}")]
@@ -82,8 +82,8 @@ def _log(workdir: Path, i: int) -> str:
     return Path(f"{workdir}.p{i}.log").read_text()
 
 
-def _run(workdir: Path, cache: Path, settings: dict = SETTINGS) -> None:
-    codes = _wait(_start(workdir, cache, settings))
+def _run(workdir: Path, settings: dict = SETTINGS) -> None:
+    codes = _wait(_start(workdir, settings))
     assert codes == [0, 0], _log(workdir, 0)[-3000:] + _log(workdir, 1)[-3000:]
 
 
@@ -98,15 +98,14 @@ def _rows(workdir: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
-    """One uninterrupted two-process run of the test preset, and the shared cache."""
+    """The directory of one uninterrupted two-process run of the test preset."""
     root = tmp_path_factory.mktemp("multiprocess")
-    cache = root / "compilation-cache"
-    _run(root / "straight", cache)
-    return root, cache
+    _run(root / "straight")
+    return root
 
 
 def test_two_processes_match_one(two_process_run, tmp_path):
-    root, _ = two_process_run
+    root = two_process_run
     straight = root / "straight"
     one = train.train_and_evaluate(CONFIG, tmp_path / "one", progress=False)
     two_rows, one_rows = _rows(straight), _rows(tmp_path / "one")
@@ -135,10 +134,10 @@ def test_two_processes_match_one(two_process_run, tmp_path):
 
 
 def test_killed_processes_resume_bit_identically(two_process_run):
-    root, cache = two_process_run
+    root = two_process_run
     workdir = root / "killed"
     long = {**SETTINGS, "num_train_steps": 10_000, "eval_every_steps": 10_000}
-    procs = _start(workdir, cache, long)
+    procs = _start(workdir, long)
     checkpoints = workdir / "checkpoints"
     deadline = time.monotonic() + TIMEOUT
     try:
@@ -156,17 +155,17 @@ def test_killed_processes_resume_bit_identically(two_process_run):
         if p.parent.name.isdigit()
     )
     assert saved and saved[-1] < STEPS, saved  # killed early enough to resume
-    _run(workdir, cache)  # the same command, to STEPS: resumes from the latest checkpoint
+    _run(workdir)  # the same command, to STEPS: resumes from the latest checkpoint
     assert "resumed from the checkpoint" in _log(workdir, 0)
     for a, b in zip(_params(workdir), _params(root / "straight"), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_processes_with_different_configs_stop_with_a_clear_error(two_process_run):
-    root, cache = two_process_run
+    root = two_process_run
     workdir = root / "mismatch"
     extra = [(), ("--set", "seed=1")]
-    codes = _wait(_start(workdir, cache, SETTINGS, extra=extra), timeout=300)
+    codes = _wait(_start(workdir, SETTINGS, extra=extra), timeout=300)
     assert codes[0] != 0 and codes[1] != 0
     for i in (0, 1):
         assert "processes were given different configs" in _log(workdir, i)
