@@ -187,7 +187,7 @@ def train_step(
     """One optimisation step on a batch of uint8 images (pure; jit it with the keywords bound).
 
     Compile it with ``compiler_options=flows.compiler_options()``, as
-    :func:`train_and_evaluate` does: on the CPU the CIFAR-10-shape step is 20-25%
+    :func:`train_and_evaluate` does: on the CPU the CIFAR-10-shape step is 15-27%
     faster, the ImageNet 64x64-shape one the same (README, "Where the time goes").
 
     Returns:
