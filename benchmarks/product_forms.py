@@ -52,7 +52,7 @@ def expm_in_form(form: str, a: jax.Array):
     The form is the private static option of jexpm's computation, so each form is
     its own compiled function.
     """
-    options = dict(upper_triangular=False, max_squarings=None, tol=None, method="opt15")
+    options = dict(upper_triangular=None, max_squarings=None, tol=None, method="opt15")
     return _expm._expm.lower(a, **options, return_info=False, product_form=form).compile()
 
 

@@ -129,6 +129,9 @@ class Taylor(_Approximant):
         terms, b_{m+1} and b_{m+2} (b_16 of 15+ is its degree-16 coefficient error).
       product_form: the form of every matrix product (``_products.FORMS``), or None
         for the measured choice per size and backend.
+      exact_band: exp only: whether ``compute`` may recompute the band of upper
+        triangular input exactly while squaring (False: always the plain squaring,
+        and the derivative rules leave the band's branches out of the program).
     """
 
     method: str
@@ -140,6 +143,7 @@ class Taylor(_Approximant):
     log2_b: tuple[tuple[float, float], ...]
     stored: tuple[int, ...]
     product_form: str | None = None
+    exact_band: bool = True
 
     def order(self, index: jax.Array) -> jax.Array:
         """The Taylor order m of each member (15 stands for 15+)."""
@@ -292,7 +296,7 @@ class Taylor(_Approximant):
     @property
     def squares_triangular(self) -> bool:
         """Whether ``compute`` may take the triangular squaring (exp only)."""
-        return self.family == "exp"
+        return self.family == "exp" and self.exact_band
 
     def _square(self, t, x, a, s, triangular: bool | None):
         """(squared result, whether the triangular band was recomputed)."""
@@ -540,12 +544,19 @@ APPROXIMANTS: dict[tuple[str, str], Approximant] = {
 
 
 @functools.cache
-def approximant(method: str, family: str, product_form: str | None = None) -> Approximant:
+def approximant(
+    method: str, family: str, product_form: str | None = None, exact_band: bool = True
+) -> Approximant:
     """The approximant of ``method`` and ``family``, with every product in ``product_form``.
 
-    One object per argument tuple, so that compiled functions keyed on it are shared.
+    ``exact_band=False``: a Taylor approximant that never recomputes the band of
+    triangular input (``Taylor.exact_band``). One object per argument tuple, so that
+    compiled functions keyed on it are shared.
     """
     base = APPROXIMANTS[method, family]
-    if product_form is None:
-        return base
-    return dataclasses.replace(base, product_form=_products.check_form(product_form))
+    changes = {}
+    if product_form is not None:
+        changes["product_form"] = _products.check_form(product_form)
+    if not exact_band and isinstance(base, Taylor):
+        changes["exact_band"] = False
+    return dataclasses.replace(base, **changes) if changes else base

@@ -534,8 +534,35 @@ def test_upper_triangular_keyword_is_what_was_promised():
     with jax.enable_x64(True):
         x = np.asarray(jexpm.expm(a, upper_triangular=True))
     np.testing.assert_allclose(np.diag(x), np.exp(np.diag(a)), rtol=1e-15)
-    with pytest.raises(TypeError, match="upper_triangular must be a bool"):
+    with pytest.raises(TypeError, match="upper_triangular must be None, True or False"):
         jexpm.expm(a, upper_triangular=jnp.bool_(True))
+
+
+def test_upper_triangular_false_treats_the_input_as_general():
+    """False: no check and no exact band. The same value and gradient on dense input,
+    the general algorithm's value on triangular input, and a gradient program without
+    the band's loops."""
+    rng = np.random.default_rng(22)
+    dense = random_with_norm(rng, (3, N, N), 20.0, "float64")
+    hard = np.array([[1.0, 1e4, 0.0], [0.0, 1.5, 1e4], [0.0, 0.0, 2.0]])
+
+    def grad(flag):
+        return jax.grad(lambda a: jnp.sum(jnp.sin(jexpm.expm(a, upper_triangular=flag))))
+
+    with jax.enable_x64(True):
+        np.testing.assert_array_equal(jexpm.expm(dense, upper_triangular=False), jexpm.expm(dense))
+        np.testing.assert_array_equal(grad(False)(dense), grad(None)(dense))
+        general = np.asarray(jexpm.expm(hard, upper_triangular=False))
+        banded = np.asarray(jexpm.expm(hard))
+        loops = {
+            flag: jax.jit(grad(flag)).lower(dense).as_text().count("stablehlo.while")
+            for flag in (None, False)
+        }
+    # 14 squarings: only the recomputed band keeps the diagonal exact
+    np.testing.assert_allclose(np.diag(banded), np.exp(np.diag(hard)), rtol=1e-15)
+    assert not np.allclose(np.diag(general), np.exp(np.diag(hard)), rtol=1e-14, atol=0)
+    assert rel_err(general, sl.expm(hard)) <= 1e-10
+    assert loops[False] < loops[None], loops
 
 
 def test_max_squarings_caps_with_nan():

@@ -40,7 +40,7 @@ def _sliced_batch(n: int, dtype: str) -> int:
 
 def _expm_dot(a, **options):
     """jexpm.expm with every product through ``dot`` (the private static option)."""
-    defaults = dict(upper_triangular=False, max_squarings=None, tol=None, method="opt15")
+    defaults = dict(upper_triangular=None, max_squarings=None, tol=None, method="opt15")
     options = defaults | dict(return_info=False) | options
     return _expm._expm(a, **options, product_form="dot")
 
