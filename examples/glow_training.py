@@ -76,7 +76,7 @@ plt.show()
 # ## 2. Train
 #
 # The `default` config is a small Glow (3 levels of 2 steps, 32 hidden channels) trained
-# with Adamax, warm-up and Polyak averaging. We shorten it to 300 steps here;
+# with Adamax, warm-up and Polyak averaging. We shorten it to 150 steps here;
 # `python -m flows.train` runs the full default from a shell. Everything lands in the work
 # directory: metrics as JSON lines, (m, s) statistics of the exponentials, sample grids and
 # an orbax checkpoint (rerunning with the same directory resumes).
@@ -84,10 +84,10 @@ plt.show()
 # %%
 config = dataclasses.replace(
     configs.get_config("default"),
-    num_train_steps=300,
+    num_train_steps=150,
     log_every_steps=25,
-    eval_every_steps=150,
-    checkpoint_every_steps=150,
+    eval_every_steps=75,
+    checkpoint_every_steps=75,
 )
 workdir = Path(tempfile.mkdtemp(prefix="glow-"))
 result = train.train_and_evaluate(config, workdir)

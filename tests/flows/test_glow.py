@@ -212,7 +212,9 @@ def test_unrolled_scans_compute_the_same_model(unroll):
     parameters (the same draws), same log-likelihood, gradient and round trip; every
     scan (steps and residual blocks) gets the unroll."""
     x = data()
-    models = [tiny(steps_per_level=(3, 1), residual_blocks=2, unroll=u) for u in (1, unroll)]
+    models = [
+        tiny(levels=1, steps_per_level=(3,), residual_blocks=2, unroll=u) for u in (1, unroll)
+    ]
     for model in models:
         model.initialize(x)
     assert jax.tree.all(jax.tree.map(np.array_equal, nnx.state(models[0]), nnx.state(models[1])))
@@ -236,7 +238,8 @@ def test_unrolled_scans_compute_the_same_model(unroll):
         lengths = [int(v) for v in re.findall(r"length=(\d+)", text)]
         return list(zip(lengths, [int(v) for v in re.findall(r"unroll=(\d+)", text)], strict=True))
 
-    # Both levels' residual blocks (2 each) and steps (3, then 1).
-    assert sorted(scans(models[0])) == [(1, 1), (2, 1), (2, 1), (3, 1)]
-    expected = [(n, n if unroll is True else unroll) for n in (1, 2, 2, 3)]
+    # The level's residual blocks (2) and steps (3: with unroll=2, one iteration of two
+    # and a remainder of one).
+    assert sorted(scans(models[0])) == [(2, 1), (3, 1)]
+    expected = [(n, n if unroll is True else unroll) for n in (2, 3)]
     assert sorted(scans(models[1])) == sorted(expected)
