@@ -198,9 +198,10 @@ class Taylor(_Approximant):
         Args:
           a: (..., n, n) matrices in the working dtype.
           tol: the truncation tolerance.
-          triangular: exp only. None: square with the exact triangular diagonal when
-            the whole batch is upper triangular (checked on device); True: always
-            (the caller promises upper triangular input); False: never.
+          triangular: where ``squares_triangular``: None: square with the exact
+            triangular diagonal when the whole batch is upper triangular (checked on
+            device); True: always (the caller promises upper triangular input). An
+            approximant without ``exact_band`` never takes it.
           per_member: False: the batch shares the highest order any member needs;
             True: each member is evaluated at its own order (``by_member``: cheap
             for a batch ordered by the members' norms, every order present for
@@ -292,7 +293,7 @@ class Taylor(_Approximant):
 
     def _square(self, t, x, a, s, triangular: bool | None):
         """(squared result, whether the triangular band was recomputed)."""
-        if not self.squares_triangular or triangular is False:
+        if not self.squares_triangular:
             return alg.square(self.family, t, x, s, self.matmul), jnp.bool_(False)
         if triangular:
             return alg.square_triangular(t, a, s, 0, self.matmul), jnp.bool_(True)

@@ -236,7 +236,7 @@ def approximate(approximant: Approximant, tol: float, triangular, max_squarings,
     Args:
       approximant: the method and family.
       tol: truncation tolerance (a Python float).
-      triangular: None (check on device), True or False: see ``Taylor.compute``.
+      triangular: None (check on device) or True (promised): see ``Taylor.compute``.
       max_squarings: None, or members needing more squarings give NaN.
       a: (..., n, n) matrices in the working dtype.
     """

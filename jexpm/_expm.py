@@ -43,6 +43,9 @@ def _approximant_call(
     """The one path of every function: working dtype, default tol, empty input.
 
     ``a`` is an inexact (..., n, n) array; returns (result in a's dtype, ExpmInfo).
+    ``triangular`` is ``expm``'s ``upper_triangular``: False (general input) selects
+    an approximant without the exact band, so that the derivative rules leave it out;
+    None (check on device) and True (promised) reach the computation.
     ``product_form`` (private, static) fixes the form of every matrix product
     (``_products.FORMS``) instead of the measured choice per size and backend.
     """
@@ -50,10 +53,13 @@ def _approximant_call(
     if a.shape[-1] == 0:
         zeros = jnp.zeros(batch, jnp.int32)
         return a, ExpmInfo(zeros, zeros, zeros)
-    approximant = approximants.approximant(method, family, product_form, triangular is not False)
+    approximant = approximants.approximant(
+        method, family, product_form, exact_band=triangular is not False
+    )
     tol = opt.tolerance(tol, a.dtype)
     work = a.astype(opt.working_dtype(a.dtype))
-    result, path, products = approximate(approximant, tol, triangular, max_squarings, work)
+    promised = True if triangular else None
+    result, path, products = approximate(approximant, tol, promised, max_squarings, work)
     info = ExpmInfo(approximant.order(path.index), path.squarings, products)
     return result.astype(a.dtype), jax.tree_util.tree_map(lax.stop_gradient, info)
 
