@@ -6,8 +6,9 @@ expm), many of them more than once: each ``train_and_evaluate`` call, resumed ru
 subprocess and notebook kernel compiles its training step afresh. JAX's persistent
 compilation cache, in a directory made for this run and removed after it, lets every
 process of the run (pytest-xdist workers, the subprocesses and kernels they start, which
-inherit the environment) compile each program once. Only programs that took a while to
-compile are stored; a run never sees a previous run's programs.
+inherit the environment) compile each program once (except the non-zero processes of a
+multi-process run, see tests/flows/test_multiprocess.py). Only programs that took a while
+to compile are stored; a run never sees a previous run's programs.
 
 The tests run in several processes at once (pytest-xdist); on a GPU, JAX would give the
 first of them 75% of the memory, so they allocate as they go instead.

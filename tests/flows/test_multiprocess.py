@@ -2,7 +2,9 @@
 
 Each process is ``python -m flows.train`` on 127.0.0.1 with a port chosen free at run
 time; nothing leaves the loopback. The processes inherit the test run's persistent
-compilation cache (tests/conftest.py), so only the first run compiles.
+compilation cache (tests/conftest.py), but only process 0 gains from it: JAX writes
+cache entries from process 0 alone, and on the CPU the other process's programs have
+cache keys of their own, so process 1 compiles in every run.
 """
 
 from __future__ import annotations
