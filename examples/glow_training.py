@@ -29,7 +29,7 @@
 #
 # This notebook trains a small Glow on the offline default data (32x32 patches of the
 # photographs that ship with scikit-image, so nothing is downloaded), plots bits/dim,
-# shows samples, and ends with how to switch to CIFAR-10. It takes three to four minutes
+# shows samples, and ends with how to switch to CIFAR-10. It takes one to two minutes
 # on a two-core CPU. On Colab the first cell installs jexpm; elsewhere it does nothing.
 
 # %%
