@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _matexp, _statistics
+from . import _matexp, _random, _statistics
 from ._bijector import Bijector, check_image, constant_log_det
 
 
@@ -24,7 +24,7 @@ def random_rotation_log(key: jax.Array, n: int, dtype=jnp.float32) -> jax.Array:
     every backend. The result is made exactly skew-symmetric, so
     :math:`e^W` is a rotation (det 1) whatever the rounding.
     """
-    g = jax.random.normal(key, (n, n), jnp.float32)
+    g = _random.normal(key, (n, n), jnp.float32)
     q, r = jnp.linalg.qr(g)
     q = q * jnp.sign(jnp.diag(r))
     q = q.at[:, 0].multiply(jnp.sign(jnp.linalg.det(q)))

@@ -33,12 +33,19 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from . import _random
+
 _NHWC = ("NHWC", "HWIO", "NHWC")
 Padding = tuple[tuple[int, int], ...]
 
 
 def conv(in_features: int, out_features: int, kernel_size: Sequence[int], **kwargs) -> nnx.Conv:
-    """``nnx.Conv`` with :func:`conv_general_dilated` as its convolution."""
+    """``nnx.Conv`` with :func:`conv_general_dilated` as its convolution.
+
+    Its kernel starts as nnx's default would (LeCun normal), drawn flat
+    (:func:`flows._random.lecun_normal`) unless ``kernel_init`` says otherwise.
+    """
+    kwargs.setdefault("kernel_init", _random.lecun_normal)
     return nnx.Conv(
         in_features, out_features, kernel_size, conv_general_dilated=conv_general_dilated, **kwargs
     )

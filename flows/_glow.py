@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _stacked
+from . import _random, _stacked
 from ._actnorm import ActNorm
 from ._bijector import Bijector, Chain, check_image
 from ._conv1x1 import MatrixExp1x1Conv
@@ -373,7 +373,7 @@ class Glow(Bijector):
         keys = jax.random.split(key, len(self.latent_shapes))
         dtype = self.options.param_dtype
         latents = [
-            temperature * jax.random.normal(k, (n, *s), dtype)
+            temperature * _random.normal(k, (n, *s), dtype)
             for k, s in zip(keys, self.latent_shapes, strict=True)
         ]
         return self.inverse_and_log_det(latents)[0]
@@ -395,7 +395,7 @@ def dequantize(images: jax.Array, key: jax.Array) -> jax.Array:
     images = jnp.asarray(images)
     if images.dtype != jnp.uint8:
         raise TypeError(f"dequantize: expected uint8 images, got dtype {images.dtype}")
-    u = jax.random.uniform(key, images.shape, jnp.float32)
+    u = _random.uniform(key, images.shape, jnp.float32)
     return (images.astype(jnp.float32) + u) / 256.0 - 0.5
 
 

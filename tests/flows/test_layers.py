@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 import flows
+from flows import _random
 from tests.helpers import enable_x64
 
 SHAPE = (3, 4, 4, 6)  # (batch, height, width, channels)
@@ -117,7 +118,7 @@ def perturbed(name: str, seed: int = 0, param_dtype=jnp.float32, scale: float = 
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed + 100), len(leaves) + 1)
     noisy = [
-        p + scale * jax.random.normal(k, p.shape, p.dtype) / np.sqrt(max(p.shape[-1], 1))
+        p + scale * _random.normal(k, p.shape, p.dtype) / np.sqrt(max(p.shape[-1], 1))
         for p, k in zip(leaves, keys[:-1], strict=True)
     ]
     nnx.update(layer, jax.tree.unflatten(treedef, noisy))
@@ -125,7 +126,7 @@ def perturbed(name: str, seed: int = 0, param_dtype=jnp.float32, scale: float = 
 
 
 def inputs(seed: int = 1, shape=SHAPE, dtype=jnp.float32):
-    return jax.random.normal(jax.random.key(seed), shape, dtype)
+    return _random.normal(jax.random.key(seed), shape, dtype)
 
 
 def flat(tree) -> jax.Array:

@@ -11,6 +11,7 @@ from flax import nnx
 
 import flows
 import jexpm
+from flows import _random
 
 
 def tiny(method="opt15", **kw):
@@ -27,7 +28,7 @@ def tiny(method="opt15", **kw):
 
 
 def x(n=3):
-    return jax.random.uniform(jax.random.key(1), (n, 8, 8, 3)) - 0.5
+    return _random.uniform(jax.random.key(1), (n, 8, 8, 3)) - 0.5
 
 
 def captured_log_prob(model, images):
