@@ -1,14 +1,15 @@
 """Random draws that XLA:CPU compiles quickly: ``jax.random``'s values, drawn flat.
 
-With JAX's default PRNG (threefry, ``jax_threefry_partitionable`` on, the default
-since JAX 0.5) a draw's bits depend only on each element's position in row-major
-order, so drawing ``math.prod(shape)`` numbers and reshaping gives exactly the values
-of drawing ``shape`` directly. XLA:CPU compiles the flat draw far faster: measured on
-a 2-core AMD EPYC CPU (JAX 0.10.2, one compilation each), ``jax.random.uniform`` of
-shape (8, 32, 32, 3) in 0.45 s against 0.12 s flat, (3, 3, 8, 16) in 0.69 s against
-0.12 s, and a latent of shape (4, 16, 16, 12) in 2.2 s against 0.11 s; the flat
-draws also run about twice as fast (0.5 against 1.2 ms for 64 x 32 x 32 x 3 uniforms).
-Model creation, the training step and sampling each make several such draws.
+JAX fills a random array in row-major order, so drawing ``math.prod(shape)`` numbers
+and reshaping gives exactly the values of drawing ``shape`` directly (checked with the
+default threefry PRNG, with ``jax_threefry_partitionable`` on and off, and with
+``rbg``; tests/flows/test_random.py checks the default). XLA:CPU compiles the flat
+draw far faster: measured on a 2-core AMD EPYC CPU (JAX 0.10.2, one compilation each),
+``jax.random.uniform`` of shape (8, 32, 32, 3) in 0.45 s against 0.12 s flat,
+(3, 3, 8, 16) in 0.69 s against 0.12 s, and a latent of shape (4, 16, 16, 12) in
+2.2 s against 0.11 s; the flat draws also run about twice as fast (0.5 against
+1.2 ms for 64 x 32 x 32 x 3 uniforms). Model creation, the training step and
+sampling each make several such draws.
 """
 
 from __future__ import annotations
