@@ -330,38 +330,35 @@ class Taylor(_Approximant):
         ``depth`` > 0 evaluates the same function on nested block matrices
         [[A, E], [0, A]] (see _algorithm.py), for the derivative rules.
         """
-
-        def plain():
-            return self._plain(a, path)
-
+        result = self._plain(a, path)
         if not self.squares_triangular:
-            return plain()
+            return result
 
-        def banded():
+        def banded(result):
             upper = alg.where_entries(alg.upper_mask(a.shape[-1], depth), a, jnp.zeros_like(a))
             x = alg.scale(upper, path.squarings)
             t = self.polynomial(x, path.index)
             exact = alg.square_triangular(t, upper, path.squarings, depth, self.matmul)
             change = exact - alg.square(self.family, t, x, path.squarings, self.matmul)
-            return plain() + jnp.where(path.triangular[..., None, None], change, 0)
+            return result + jnp.where(path.triangular[..., None, None], change, 0)
 
-        # Each branch forms its own result, so that none is live across the other.
-        return lax.cond(jnp.any(path.triangular), banded, plain)
+        return lax.cond(jnp.any(path.triangular), banded, lambda result: result, result)
 
     def transpose(self, a: jax.Array, g: jax.Array, path: Path, depth: int = 0) -> jax.Array:
         """The transpose of the tangent of ``evaluate`` at ``a``, applied to ``g``.
 
         The polynomial part by ``polynomial_transpose``; the band part by running the
-        squarings backwards (``square_triangular_transpose``).
+        squarings backwards (``square_triangular_transpose``). At ``depth`` 0 a
+        triangular path's A is upper triangular (checked on device, or promised by
+        ``upper_triangular=True``), so U = A and the transpose of P at U is the plain
+        result already formed; only the nested block matrices of higher derivatives
+        need it formed again.
         """
-
-        def plain():
-            return polynomial_transpose(lambda x: self._plain(x, path), a, g)
-
+        result = polynomial_transpose(lambda x: self._plain(x, path), a, g)
         if not self.squares_triangular:
-            return plain()
+            return result
 
-        def banded():
+        def banded(result):
             mask = alg.upper_mask(a.shape[-1], depth)
             upper = alg.where_entries(mask, a, jnp.zeros_like(a))
             s = path.squarings
@@ -370,11 +367,14 @@ class Taylor(_Approximant):
             g_t, g_a = alg.square_triangular_transpose(t, upper, s, depth, g, self.matmul)
             g_x = polynomial_transpose(lambda x: self.polynomial(x, path.index), x, g_t)
             exact = g_a + alg.scale(g_x, s)
-            change = exact - polynomial_transpose(lambda x: self._plain(x, path), upper, g)
+            if depth:
+                change = exact - polynomial_transpose(lambda x: self._plain(x, path), upper, g)
+            else:
+                change = exact - result
             change = alg.where_entries(mask, change, jnp.zeros_like(change))
-            return plain() + jnp.where(path.triangular[..., None, None], change, 0)
+            return result + jnp.where(path.triangular[..., None, None], change, 0)
 
-        return lax.cond(jnp.any(path.triangular), banded, plain)
+        return lax.cond(jnp.any(path.triangular), banded, lambda result: result, result)
 
 
 def _log2_b(orders: tuple[int, ...], shift: int, b16: float | None) -> tuple:
