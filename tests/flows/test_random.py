@@ -10,8 +10,9 @@ from flax import nnx
 
 from flows import _convolution, _random
 
-SHAPES = [(7,), (7, 5), (3, 3, 6, 8), (2, 4, 4, 12), (2, 1, 3, 1, 5)]
-DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16]
+# Few shapes: the reference draws are the slow compilations flows._random avoids.
+SHAPES = [(7, 5), (3, 3, 2, 4)]
+DTYPES = [jnp.float32, jnp.bfloat16]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
@@ -31,7 +32,7 @@ def test_normal_and_uniform_equal_jax_random(dtype):
 def test_lecun_normal_equals_the_default_kernel_initialiser(dtype):
     key = jax.random.key(8)
     default = jax.nn.initializers.lecun_normal()
-    for shape in SHAPES[1:]:
+    for shape in SHAPES:
         got, want = _random.lecun_normal(key, shape, dtype), default(key, shape, dtype)
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
