@@ -42,7 +42,7 @@ Padding = tuple[tuple[int, int], ...]
 def conv(in_features: int, out_features: int, kernel_size: Sequence[int], **kwargs) -> nnx.Conv:
     """``nnx.Conv`` with :func:`conv_general_dilated` as its convolution.
 
-    Its kernel starts as nnx's default would (LeCun normal), drawn flat
+    Its kernel starts as nnx's default would (LeCun normal), drawn as one matrix
     (:func:`flows._random.lecun_normal`) unless ``kernel_init`` says otherwise.
     """
     kwargs.setdefault("kernel_init", _random.lecun_normal)
