@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _convolution, _matexp, _stacked, _statistics
+from . import _convolution, _matexp, _residuals, _stacked, _statistics
 from ._bijector import Bijector, check_image, sum_per_member
 
 
@@ -31,9 +31,15 @@ class ResidualBlock(nnx.Module):
         self.conv3 = _convolution.conv(channels, channels, (3, 3), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = jax.nn.elu(self.conv1(x))
-        h = jax.nn.elu(self.conv2(h))
-        return jax.nn.elu(x + self.conv3(h))
+        h = _residuals.elu(self.conv1(x))
+        h = _residuals.elu(self.conv2(h))
+        return _residuals.elu(x + self.conv3(h))
+
+
+@_residuals.recomputed
+def _normalized(norm: nnx.LayerNorm, x: jax.Array) -> jax.Array:
+    """``norm(x)``, recomputed in the backward pass (:mod:`flows._residuals`)."""
+    return norm(x)
 
 
 class ConvNet(nnx.Module):
@@ -83,7 +89,7 @@ class ConvNet(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = jax.nn.elu(self.norm(self.conv_in(x)))
+        h = _residuals.elu(_normalized(self.norm, self.conv_in(x)))
         if self.blocks is not None:
             h = _stacked.scan(lambda h, block: block(h), h, self.blocks, unroll=self.unroll)
         return self.conv_out(h)
@@ -347,6 +353,7 @@ class MatrixExpCoupling(Coupling):
             rngs=rngs,
         )
 
+    @_residuals.recomputed
     def generator(self, raw: jax.Array):
         """S, or its factors (U, V) in the low-rank form, from the raw network output."""
         s = self.rho[...] * jnp.tanh(self.alpha[...] * raw + self.beta[...]) + self.sigma[...]
@@ -375,7 +382,8 @@ class MatrixExpCoupling(Coupling):
                 y = _apply(e, x)
         else:
             s = generator
-            trace = jnp.trace(s, axis1=-2, axis2=-1)
+            # Not jnp.trace: its gradient keeps a mask and zeros the size of s.
+            trace = jnp.diagonal(s, axis1=-2, axis2=-1).sum(-1)
             if self.action:
                 y, info = _matexp.expm_multiply(sign * s, x, **kw)
                 name = "expm_coupling_action"
