@@ -23,9 +23,9 @@ import functools
 import jax
 import numpy as np
 
-#: Options for XLA:CPU: of the kinds of computation XLA may hand to YNNPACK (by
-#: default single matrix products, single convolutions and reductions), all but
-#: convolutions. The option takes a comma-separated list.
+#: Options for XLA:CPU: of the kinds of computation XLA hands to YNNPACK by default
+#: (among them single matrix products, single convolutions and reductions), single
+#: matrix products and reductions. The option takes a comma-separated list.
 CPU_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": (
         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
