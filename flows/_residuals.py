@@ -21,7 +21,9 @@ For a Glow at the CIFAR-10 shape (batch 64, 3 levels of 8/4/2 steps, coupling ne
 of 32 channels and 1 residual block, the exponentials replaced by I + A) these cut what
 the training step keeps from 435 to 232 MB, and a coupling network keeps 7 arrays
 instead of 28. The values and derivatives are the same functions; only where rounding
-happens may differ (the README's "Where the time goes" has the step times).
+happens may differ (the README's "Where the time goes" has the step times). Like the
+convolutions' (:mod:`flows._convolution`), :func:`elu`'s rule is a custom VJP, so it
+supports reverse mode only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 F = TypeVar("F", bound=Callable)
@@ -47,7 +50,7 @@ def _elu_forward(x):
 
 
 def _elu_backward(y, dy):
-    return (jax.numpy.where(y > 0, dy, dy * (y + 1)),)
+    return (jnp.where(y > 0, dy, dy * (y + 1)),)
 
 
 elu.defvjp(_elu_forward, _elu_backward)
