@@ -125,26 +125,31 @@ REFINE_PRODUCTS = 3
 
 
 def refine_squarings(orders, log2_b, a, a2, l1, l2, s, log2_tol, matmul: Matmul):
-    """A sharper s for the top order from the norms of A^8 and A^9.
+    """A sharper s for the top order from the norms of A^8 and A^9 (see ``refined``)."""
+    a4 = matmul(a2, a2)
+    a8 = matmul(a4, a4)
+    a9 = matmul(a8, a)
+    return refined(orders, log2_b, l1, l2, norm1(a8), norm1(a9), s, log2_tol)
+
+
+def refined(orders, log2_b, l1, l2, n8, n9, s, log2_tol):
+    """S for the top order, sharpened by ``n8`` = ||A^8||_1 and ``n9`` = ||A^9||_1.
 
     The first two neglected powers p in {16, 17, 18} are bounded by products of
     ||A^8|| and ||A^9|| (each no larger than the ||A^2||-based bound), which for
     strongly non-normal A is far smaller and avoids overscaling. Never increases s.
     """
-    a4 = matmul(a2, a2)
-    a8 = matmul(a4, a4)
-    a9 = matmul(a8, a)
-    l8 = jnp.fmin(jnp.log2(norm1(a8)), 4 * l2)
-    l9 = jnp.fmin(jnp.log2(norm1(a9)), l8 + l1)
+    l8 = jnp.fmin(jnp.log2(n8), 4 * l2)
+    l9 = jnp.fmin(jnp.log2(n9), l8 + l1)
     power_bound = {16: 2 * l8, 17: l8 + l9, 18: 2 * l9}
     m = orders[-1]
-    refined = jnp.maximum(
+    sharper = jnp.maximum(
         *(
             _squarings_for(log2_b[-1][j] + power_bound[m + 1 + j], log2_tol, m + 1 + j, l1.dtype)
             for j in range(2)
         )
     )
-    return jnp.minimum(s, refined.astype(s.dtype))
+    return jnp.minimum(s, sharper.astype(s.dtype))
 
 
 def square(family: str, t: jax.Array, x: jax.Array, s: jax.Array, matmul: Matmul) -> jax.Array:
@@ -178,7 +183,7 @@ def square(family: str, t: jax.Array, x: jax.Array, s: jax.Array, matmul: Matmul
 _SINHC = tuple(1 / math.factorial(2 * k + 1) for k in range(10))
 
 
-def _exp_divided_difference(a: jax.Array, c: jax.Array) -> jax.Array:
+def exp_divided_difference(a: jax.Array, c: jax.Array) -> jax.Array:
     """(e^c - e^a) / (c - a), accurate when c is close to a and free of sinh overflow.
 
     Every branch is finite wherever it is not selected, so derivatives stay finite too.
@@ -202,7 +207,7 @@ def triangular_values(a: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]
     """
     diag = scale(jnp.diagonal(a, axis1=-2, axis2=-1), k, core_ndim=1)
     sup = scale(jnp.diagonal(a, offset=1, axis1=-2, axis2=-1), k, core_ndim=1)
-    return jnp.exp(diag), sup * _exp_divided_difference(diag[..., :-1], diag[..., 1:])
+    return jnp.exp(diag), sup * exp_divided_difference(diag[..., :-1], diag[..., 1:])
 
 
 # The band squaring below also runs on block matrices [[A, E], [0, A]], nested

@@ -147,40 +147,41 @@ class Taylor(_Approximant):
         higher = ((lambda powers, f=f: f(powers, self.matmul)) for f in self.formulas)
         return (lambda powers: self.first(powers[0]), *higher)
 
-    def _powers(self, a: jax.Array, a2: jax.Array, n2, l1, log2_tol: float):
-        """(index, s, powers, formed, overflow): the selection, forming A^3, ... as needed.
+    def order1(self, l1: jax.Array, log2_tol: float) -> jax.Array:
+        """Whether order 1 passes, from log2 ||A||_1 alone (before A2 is formed)."""
+        b2, b3 = self.log2_b[0]
+        return (b2 + 2 * l1 <= log2_tol) & (b3 + 3 * l1 <= log2_tol)
 
-        ``index`` is each member's own (``alg.select``). A^j (j > 2) is formed, as
-        A^(j-1) A, only when some member's order so far stores it; its norm then
-        sharpens the bounds and the orders are chosen again (never higher). Powers
-        not formed are zeros with log2 norm +inf; ``formed`` says which were (scalar
+    def select(self, l1: jax.Array, n2: jax.Array, log2_tol: float, form):
+        """(index, s, powers, formed, overflow, l2): the selection, with A^3, ... as needed.
+
+        ``index`` is each member's own (``alg.select``). A^j (j > 2) is formed only
+        when some member's order so far stores it: ``form(j, need)`` returns
+        (A^j or None, ||A^j||_1 per member) for a scalar bool ``need`` (the XLA path
+        forms it under a ``cond``; the GPU kernel's norms are all formed already and
+        only read where needed). Its norm then sharpens the bounds and the orders are
+        chosen again (never higher). ``formed`` says which powers were (scalar
         bools, for A^3 onwards); ``overflow`` marks members with a power whose norm
         is not finite.
         """
         l2 = jnp.fmin(jnp.log2(n2), 2 * l1).astype(l1.dtype)
-        powers, logs, formed, overflow = [a, a2], [l1, l2], [], ~(n2 < jnp.inf)
+        powers, logs, formed, overflow = [], [l1, l2], [], ~(n2 < jnp.inf)
         index, s = alg.select(self.orders, self.stored, self.log2_b, tuple(logs), log2_tol)
         for j in range(3, max(self.stored) + 1):
             need = jnp.max(index, initial=0) >= self.stored.index(j)
-            previous, l_previous = powers[-1], logs[-1]
-
-            def form(previous=previous, l_previous=l_previous):
-                power = self.matmul(previous, a)
-                norm = alg.norm1(power)
-                l_power = jnp.fmin(jnp.log2(norm), l_previous + l1).astype(l1.dtype)
-                return power, l_power, ~(norm < jnp.inf)
-
-            def skip():
-                inf = jnp.full(l1.shape, jnp.inf, l1.dtype)
-                return jnp.zeros_like(a), inf, jnp.zeros(l1.shape, bool)
-
-            power, l_power, bad = lax.cond(need, form, skip)
+            power, norm = form(j, need)
+            l_power = jnp.fmin(jnp.log2(norm), logs[-1] + l1).astype(l1.dtype)
             powers.append(power)
-            logs.append(l_power)
+            logs.append(jnp.where(need, l_power, jnp.inf))
             formed.append(need)
-            overflow = overflow | bad
+            overflow = overflow | (need & ~(norm < jnp.inf))
             index, s = alg.select(self.orders, self.stored, self.log2_b, tuple(logs), log2_tol)
-        return index, s, tuple(powers), tuple(formed), overflow
+        return index, s, tuple(powers), tuple(formed), overflow, l2
+
+    @staticmethod
+    def refines(l1: jax.Array, l2: jax.Array, s: jax.Array) -> jax.Array:
+        """Whether the batch sharpens s with ||A^8|| and ||A^9|| (``alg.refined``)."""
+        return jnp.any((s > alg.REFINE_MIN_SQUARINGS) & (2 * l1 - l2 > alg.REFINE_GAP_BITS))
 
     def compute(
         self,
@@ -217,22 +218,36 @@ class Taylor(_Approximant):
         finite = alg.finite_member(l1)
         batch = l1.shape
         zeros = jnp.zeros(batch, jnp.int32)
-        b2, b3 = self.log2_b[0]
-        order1 = (b2 + 2 * l1 <= log2_tol) & (b3 + 3 * l1 <= log2_tol)
+        order1 = self.order1(l1, log2_tol)
 
         def first():
             return self.first(a), Path(zeros, zeros, zeros.astype(bool)), zeros
 
         def higher():
             a2 = self.matmul(a, a)
-            n2 = alg.norm1(a2)
-            l2 = jnp.fmin(jnp.log2(n2), 2 * l1).astype(l1.dtype)
-            index, s, powers, formed, overflow = self._powers(a, a2, n2, l1, log2_tol)
+            power_list = [a, a2]
+
+            def form(j, need):
+                def formed():
+                    power = self.matmul(power_list[-1], a)
+                    return power, alg.norm1(power)
+
+                def skipped():
+                    return jnp.zeros_like(a), jnp.zeros(batch, l1.dtype)
+
+                power, norm = lax.cond(need, formed, skipped)
+                power_list.append(power)
+                return power, norm
+
+            index, s, higher_powers, formed, overflow, l2 = self.select(
+                l1, alg.norm1(a2), log2_tol, form
+            )
+            powers = (a, a2, *higher_powers)
             if per_member:
                 index = jnp.where(order1, 0, index)
             else:
                 index = jnp.max(index, initial=1)
-            refine = jnp.any((s > alg.REFINE_MIN_SQUARINGS) & (2 * l1 - l2 > alg.REFINE_GAP_BITS))
+            refine = self.refines(l1, l2, s)
             s = lax.cond(
                 refine,
                 lambda: alg.refine_squarings(

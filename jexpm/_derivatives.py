@@ -38,13 +38,14 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.core import ShapedArray
 from jax.custom_batching import custom_vmap
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from . import _algorithm as alg
-from . import _tuning
+from . import _kernel, _tuning
 from ._approximants import Approximant, Path, Taylor
 
 # ---------------------------------------------------------------------------------
@@ -202,7 +203,22 @@ def _mask_members(x: jax.Array, a: jax.Array, path: Path, max_squarings: int | N
 
 
 def _compute(approximant: Approximant, tol: float, triangular, max_squarings, a):
-    """The batched computation: (result, path, products), in cache-sized slices."""
+    """The batched computation: (result, path, products).
+
+    In programs lowered for CUDA GPUs, batches the fused kernels cover run there
+    (``_kernel.compute``); elsewhere the XLA path, in cache-sized slices.
+    """
+    statics = (approximant, tol, triangular, max_squarings)
+    if _kernel.covers(approximant, a, _tuning.GPU):
+        return lax.platform_dependent(
+            a,
+            cuda=functools.partial(_kernel.compute, *statics),
+            default=functools.partial(_compute_xla, *statics),
+        )
+    return _compute_xla(*statics, a)
+
+
+def _compute_xla(approximant: Approximant, tol: float, triangular, max_squarings, a):
     compute = functools.partial(approximant.compute, tol=tol, triangular=triangular)
     if isinstance(approximant, Taylor) and _sorts(a):
         compute = functools.partial(compute, per_member=True)
@@ -298,6 +314,19 @@ def _frechet_slice(approximant, max_squarings, depth, transposed, a, e, *path):
 
 
 def _frechet_impl(a, e, *path, approximant, max_squarings, depth, transposed):
+    """L (or L*) of the path: in the fused kernel in programs for CUDA GPUs (depth 0)."""
+    statics = dict(approximant=approximant, max_squarings=max_squarings, depth=depth)
+    xla = functools.partial(_frechet_xla, **statics, transposed=transposed)
+    if depth or not _kernel.covers(approximant, a, _tuning.GPU):
+        return xla(a, e, *path)
+
+    def kernel(a, e, *path):
+        return _kernel.frechet(approximant, max_squarings, transposed, a, e, Path(*path))
+
+    return lax.platform_dependent(a, e, *path, cuda=kernel, default=xla)
+
+
+def _frechet_xla(a, e, *path, approximant, max_squarings, depth, transposed):
     slice_fn = functools.partial(_frechet_slice, approximant, max_squarings, depth, transposed)
     if isinstance(approximant, Taylor) and _sorts(a):
         key = path_key(Path(*path))

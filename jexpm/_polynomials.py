@@ -21,9 +21,23 @@ from ._products import Matmul
 Formula = Callable[[Sequence[jax.Array], Matmul], jax.Array]
 
 
-def _plus_identity(x: jax.Array, c: float) -> jax.Array:
+# The formulas run on arrays and on the GPU kernel's tiles (``_kernel.Tile``: one
+# matrix per lane, entry by entry), which bring their own identity.
+
+
+def _plus_identity(x, c: float):
+    """X + c I."""
+    if not isinstance(x, jax.Array):
+        return x.plus_identity(c)
     eye = jnp.eye(x.shape[-1], dtype=x.dtype)
     return x + jnp.broadcast_to(c * eye, x.shape)
+
+
+def _identity_like(x):
+    """I with the shape of x."""
+    if not isinstance(x, jax.Array):
+        return x.identity_like()
+    return jnp.broadcast_to(jnp.eye(x.shape[-1], dtype=x.dtype), x.shape)
 
 
 def linear(c0: float, c1: float) -> Callable[[jax.Array], jax.Array]:
@@ -92,11 +106,9 @@ def paterson_stockmeyer(coeffs: Sequence[float]) -> Formula:
         raise ValueError(f"Paterson-Stockmeyer needs q | m with m >= 2, got m={m}")
 
     def formula(given: Sequence[jax.Array], matmul: Matmul) -> jax.Array:
-        a = given[0]
-        powers = [jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape)]
-        powers += given[:q]
+        powers = [_identity_like(given[0]), *given[:q]]
         while len(powers) <= q:
-            powers.append(matmul(powers[-1], a))
+            powers.append(matmul(powers[-1], given[0]))
 
         def block(j: int) -> jax.Array:
             top = q if j == r - 1 else q - 1

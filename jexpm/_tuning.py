@@ -34,6 +34,8 @@ class Tuning:
         members' norms (the derivative: by their orders and squarings) and each
         member is evaluated at its own order (``jexpm/_derivatives.py``); 0: never.
       sort_slices: the least number of slices of an ordered batch.
+      kernel_max_n: the largest n whose ``expm`` and derivatives run in the fused
+        kernels of ``jexpm/_kernel.py`` (GPUs only); 0: never.
     """
 
     broadcast_max_n: Mapping[int, int]
@@ -42,6 +44,7 @@ class Tuning:
     memory_chunk_min_batch: int
     sort_min_batch: int
     sort_slices: int
+    kernel_max_n: int = 0
 
 
 CPU = Tuning(
@@ -91,6 +94,10 @@ GPU = dataclasses.replace(
     # Same run, --sections slicing (sliced at 1 MiB -> unsliced, ms): 65536x6x6 1.52 ->
     # 0.54, 16384x12x12 1.66 -> 0.62, 4096x24x24 1.98 -> 0.80: no slicing for cache.
     cache_chunk_bytes=0,
+    # Not measured yet (no GPU run since the kernels landed): the size up to which the
+    # kernels' programs stay small to trace; benchmarks.device --sections kernel times
+    # the kernels against the XLA path per n.
+    kernel_max_n=32,
 )
 
 #: Backend name (``jax.default_backend()``) -> its tuning.
