@@ -3,13 +3,16 @@
 Made for a lent GPU (an NVIDIA H100 or H200) where nothing can be installed and the
 project travels as a working tree: ``PYTHONPATH=. python -m benchmarks.device --out
 DIR``. It writes ``DIR/device-<backend>.md`` and ``.json`` under the harness's header,
-which names the machine and the GPU, with five sections, each reusing a suite:
+which names the machine and the GPU, with six sections, each reusing a suite:
 
 * expm (:mod:`benchmarks.expm_speed`): workloads (a)-(f) in float32 and bfloat16,
   against ``jax.scipy.linalg.expm`` and ``torch.linalg.matrix_exp`` (on ``cuda`` where
   torch sees the GPU);
 * gradients (:mod:`benchmarks.expm_grad`): forward, ``jax.grad`` and ``jax.jvp``,
   jexpm against jax.scipy;
+* paths (:mod:`benchmarks.gpu_paths`): forward, ``grad`` and ``jvp`` of the fused
+  kernels, the XLA path and the XLA path with command buffers against the floor (a
+  copy of the input), with each program's host round trips;
 * product forms and cache slicing (:mod:`benchmarks.product_forms`): the fastest
   product form per n and whether slicing large batches for cache pays on this
   backend, the two choices of ``jexpm/_tuning.py``;
@@ -47,7 +50,14 @@ from pathlib import Path
 from .harness import Section
 
 #: Section -> its share of the time budget, in seconds of the default 420 s budget.
-SHARES = {"expm": 150.0, "gradients": 50.0, "products": 40.0, "slicing": 20.0, "glow": 160.0}
+SHARES = {
+    "expm": 120.0,
+    "gradients": 40.0,
+    "paths": 70.0,
+    "products": 30.0,
+    "slicing": 20.0,
+    "glow": 140.0,
+}
 DEFAULT_BUDGET = 420.0
 #: An in-process section still running this long after its deadline is stopped.
 GRACE_SECONDS = 30.0
@@ -108,6 +118,7 @@ class Plan:
     dtypes: tuple[str, ...]
     norms: tuple[float, ...]
     grad_cases: tuple  # (expm_speed.Workload, norm)
+    path_cases: tuple  # (expm_speed.Workload, norm)
     product_sizes: tuple[int, ...]
     slicing_shapes: tuple[tuple[int, int], ...]
     chunk_bytes: int
@@ -117,7 +128,7 @@ class Plan:
 
 def plan(smoke: bool, gpu: bool) -> Plan:
     """The full run (workloads (a)-(f), both Glow shapes) or the tiny ``--smoke`` one."""
-    from . import expm_grad, expm_speed, glow_speed, product_forms
+    from . import expm_grad, expm_speed, glow_speed, gpu_paths, product_forms
 
     if smoke:
         tiny = expm_speed.Workload("a", (16,), 4)
@@ -126,6 +137,7 @@ def plan(smoke: bool, gpu: bool) -> Plan:
             dtypes=("float32", "bfloat16"),
             norms=(2.0,),
             grad_cases=((tiny, 2.0),),
+            path_cases=((tiny, 2.0),),
             product_sizes=(4,),
             slicing_shapes=((64, 4),),
             chunk_bytes=16 * 4 * 4 * 4,  # 16 float32 4x4 members a slice: 4 slices
@@ -138,6 +150,7 @@ def plan(smoke: bool, gpu: bool) -> Plan:
         dtypes=("float32", "bfloat16"),
         norms=expm_speed.NORMS,
         grad_cases=tuple((workloads[k], norm) for k, norm in expm_grad.CASES),
+        path_cases=tuple((workloads[k], norm) for k, norm in gpu_paths.CASES),
         product_sizes=product_forms.QUICK_SIZES,
         slicing_shapes=product_forms.SLICING_SHAPES,
         chunk_bytes=product_forms.CPU_CHUNK_BYTES,
@@ -213,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import jax
 
-    from . import expm_grad, expm_speed, glow_speed, product_forms, torch_adapter
+    from . import expm_grad, expm_speed, glow_speed, gpu_paths, product_forms, torch_adapter
     from .harness import finish, progress
 
     backend = jax.default_backend()
@@ -255,6 +268,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "gradients": (
             "Gradients",
             lambda: expm_grad.run(p.grad_cases, p.repeats, args.seed, deadlines["gradients"]),
+        ),
+        "paths": (
+            "expm's paths",
+            lambda: gpu_paths.run(p.path_cases, p.repeats, args.seed, deadlines["paths"]),
         ),
         "products": (
             "Product forms inside expm",

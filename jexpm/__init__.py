@@ -3,7 +3,8 @@
 Taylor approximants of order 1, 2, 4, 8 and 15+ evaluated with Sastre's formulas,
 order and scaling chosen on device, exact derivatives of the computed approximant in
 forward and reverse mode, and batching rules; and the action e^(tA) B without
-forming e^(tA) (``expm_multiply``).
+forming e^(tA) (``expm_multiply``); the phi-functions of exponential integrators and
+their action (``phi``, ``phi_multiply``).
 """
 
 from importlib import metadata as _metadata
@@ -20,6 +21,8 @@ from ._multiply import expm_multiply as expm_multiply
 from ._options import METHODS as METHODS
 from ._options import Method as Method
 from ._orthogonal import orthogonal as orthogonal
+from ._phi import phi as phi
+from ._phi import phi_multiply as phi_multiply
 
 __all__ = [
     "METHODS",
@@ -33,7 +36,9 @@ __all__ = [
     "expm_lowrank",
     "expm_multiply",
     "orthogonal",
+    "phi",
     "phi1",
+    "phi_multiply",
 ]
 
 try:  # the version is written once, in pyproject.toml

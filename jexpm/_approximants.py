@@ -124,6 +124,8 @@ class Taylor(_Approximant):
       exact_band: exp only: whether ``compute`` may recompute the band of upper
         triangular input exactly while squaring (False: always the plain squaring,
         and the derivative rules leave the band's branches out of the program).
+      fused: whether programs for CUDA GPUs may run it in the fused kernels of
+        _kernel.py (False: the XLA path everywhere, for comparisons).
     """
 
     method: str
@@ -136,6 +138,7 @@ class Taylor(_Approximant):
     stored: tuple[int, ...]
     product_form: str | None = None
     exact_band: bool = True
+    fused: bool = True
 
     def order(self, index: jax.Array) -> jax.Array:
         """The Taylor order m of each member (15 stands for 15+)."""
@@ -553,7 +556,11 @@ APPROXIMANTS: dict[tuple[str, str], Approximant] = {
 
 @functools.cache
 def approximant(
-    method: str, family: str, product_form: str | None = None, exact_band: bool = True
+    method: str,
+    family: str,
+    product_form: str | None = None,
+    exact_band: bool = True,
+    fused: bool = True,
 ) -> Approximant:
     """The approximant of ``method`` and ``family``, with every product in ``product_form``.
 
@@ -567,4 +574,6 @@ def approximant(
         changes["product_form"] = _products.check_form(product_form)
     if not exact_band and isinstance(base, Taylor):
         changes["exact_band"] = False
+    if not fused and isinstance(base, Taylor):
+        changes["fused"] = False
     return dataclasses.replace(base, **changes) if changes else base

@@ -39,6 +39,7 @@ def _approximant_call(
     triangular: bool | None = None,
     max_squarings: int | None = None,
     product_form: str | None = None,
+    fused: bool = True,
 ):
     """The one path of every function: working dtype, default tol, empty input.
 
@@ -47,14 +48,15 @@ def _approximant_call(
     an approximant without the exact band, so that the derivative rules leave it out;
     None (check on device) and True (promised) reach the computation.
     ``product_form`` (private, static) fixes the form of every matrix product
-    (``_products.FORMS``) instead of the measured choice per size and backend.
+    (``_products.FORMS``) instead of the measured choice per size and backend;
+    ``fused=False`` (private, static) keeps GPU programs off the fused kernels.
     """
     batch = a.shape[:-2]
     if a.shape[-1] == 0:
         zeros = jnp.zeros(batch, jnp.int32)
         return a, ExpmInfo(zeros, zeros, zeros)
     approximant = approximants.approximant(
-        method, family, product_form, exact_band=triangular is not False
+        method, family, product_form, exact_band=triangular is not False, fused=fused
     )
     tol = opt.tolerance(tol, a.dtype)
     work = a.astype(opt.working_dtype(a.dtype))
@@ -213,11 +215,29 @@ def expm(
         "method",
         "return_info",
         "product_form",
+        "fused",
     ),
 )
-def _expm(a, *, upper_triangular, max_squarings, tol, method, return_info, product_form=None):
+def _expm(
+    a,
+    *,
+    upper_triangular,
+    max_squarings,
+    tol,
+    method,
+    return_info,
+    product_form=None,
+    fused=True,
+):
     result, info = _approximant_call(
-        _square_input(a, "expm"), "exp", method, tol, upper_triangular, max_squarings, product_form
+        _square_input(a, "expm"),
+        "exp",
+        method,
+        tol,
+        upper_triangular,
+        max_squarings,
+        product_form,
+        fused,
     )
     return (result, info) if return_info else result
 

@@ -59,6 +59,7 @@ def covers(approximant: Approximant, a: jax.Array, tuning: _tuning.Tuning) -> bo
     """Whether the kernels compute ``approximant`` for batches like ``a`` (static)."""
     return (
         isinstance(approximant, Taylor)
+        and approximant.fused
         and approximant.family == "exp"
         and np.dtype(a.dtype) in DTYPES
         and 1 <= a.shape[-1] <= tuning.kernel_max_n

@@ -32,6 +32,7 @@ def test_smoke_run_writes_every_section(tmp_path):
         "### expm, float32 (median ms per call)",
         "### expm, bfloat16 (jax.scipy in float32, rounded)",
         "### Gradients, float32",
+        "### expm's paths, float32",
         "### Product forms inside expm, float32",
         "### Cache slicing of the forward pass, float32",
         "### Glow training and sampling",
@@ -49,6 +50,11 @@ def test_smoke_run_writes_every_section(tmp_path):
         assert float(row["err opt15"]) < (1e-5 if dtype == "float32" else 1e-2)
     (grad,) = data["gradients"]
     assert float(grad["jexpm grad ms"]) > 0
+    paths = data["paths"]
+    assert [row["kind"] for row in paths] == ["fwd", "grad", "jvp"]
+    for row in paths:  # on the CPU: no command buffers, and jexpm is the XLA path
+        assert float(row["jexpm ms"]) > 0 and float(row["floor ms"]) > 0
+        assert row["xla+cb ms"] is None and row["jexpm round trips"] > 0
     slicing = data["slicing"]
     assert slicing["rows"] or slicing["skipped"] == ["64×4×4"]
     for row in slicing["rows"]:
