@@ -78,8 +78,8 @@ _CONSTANT = re.compile(r"^\s*(%[\w#]+)(?::\d+)? = stablehlo\.constant")
 _CASE = re.compile(r"^\s*(%[\w#]+)(?::\d+)? = \"stablehlo\.case\"\((%[\w#]+)\)")
 
 
-def round_trips(text: str) -> int:
-    """Data-dependent ``case`` and ``while`` ops of a StableHLO module's text.
+def round_trips(text: str) -> tuple[int, int]:
+    """(data-dependent ``case`` ops, ``while`` ops) of a StableHLO module's text.
 
     A case on a constant index (or on the result of such a case) is
     ``lax.platform_dependent``'s choice, resolved when XLA compiles.
@@ -96,7 +96,7 @@ def round_trips(text: str) -> int:
                 static.add(m.group(1))
             else:
                 cases += 1
-    return cases + text.count("stablehlo.while")
+    return cases, text.count("stablehlo.while")
 
 
 def _copy_seconds(x: jax.Array, repeats: int) -> float:
@@ -142,7 +142,7 @@ def run(
                 key = (path, kind, w.shape)
                 if key not in compiled:
                     lowered = jax.jit(make(expm)).lower(x, g)
-                    trips[key] = round_trips(lowered.as_text())
+                    trips[key] = sum(round_trips(lowered.as_text()))
                     try:
                         compiled[key] = lowered.compile(compiler_options=options or None)
                     except Exception as error:  # an option this jaxlib does not know

@@ -210,9 +210,12 @@ def _plain(approximant: Taylor, a: Tile, index: jax.Array, s: jax.Array) -> Tile
     return _square(_polynomial(approximant, a.scale(s), index), s)
 
 
-def _evaluate(approximant: Taylor, a: Tile, index, s, triangular) -> Tile:
-    """``Taylor.evaluate`` at depth 0 on a tile: what the derivative rules differentiate."""
-    result = _plain(approximant, a, index, s)
+def _banded(approximant: Taylor, a: Tile, index, s, triangular, result: Tile, change) -> Tile:
+    """``result`` plus, in the lanes of triangular paths, ``change(upper, x, t, result)``.
+
+    ``upper`` is A's upper triangle, ``x`` its scaled form and ``t`` = T_m(x): what
+    ``Taylor.evaluate`` and ``Taylor.transpose`` add for the exact band.
+    """
     if not approximant.squares_triangular:
         return result
 
@@ -220,10 +223,20 @@ def _evaluate(approximant: Taylor, a: Tile, index, s, triangular) -> Tile:
         upper = a.upper()
         x = upper.scale(s)
         t = _polynomial(approximant, x, index)
-        change = _square_banded(t, upper, s) - _square(t, s)
-        return result + change.where(triangular, change * 0.0)
+        delta = change(upper, x, t, result)
+        return result + delta.where(triangular, delta * 0.0)
 
     return lax.cond(_any(triangular), banded, lambda result: result, result)
+
+
+def _evaluate(approximant: Taylor, a: Tile, index, s, triangular) -> Tile:
+    """``Taylor.evaluate`` at depth 0 on a tile: what the derivative rules differentiate."""
+
+    def change(upper, x, t, result):
+        return _square_banded(t, upper, s) - _square(t, s)
+
+    result = _plain(approximant, a, index, s)
+    return _banded(approximant, a, index, s, triangular, result, change)
 
 
 def _square_banded_transpose(t: Tile, a: Tile, s: jax.Array, g: Tile) -> tuple[Tile, Tile]:
@@ -264,20 +277,13 @@ def _transpose(approximant: Taylor, a: Tile, g: Tile, index, s, triangular) -> T
     recomputed the band run its squarings backwards (``_square_banded_transpose``).
     """
     _, forward = jax.jvp(lambda a: _plain(approximant, a, index, s), (a,), (g.T,))
-    result = forward.T
-    if not approximant.squares_triangular:
-        return result
 
-    def banded(result):
-        upper = a.upper()
-        x = upper.scale(s)
-        t = _polynomial(approximant, x, index)
+    def change(upper, x, t, result):
         g_t, g_a = _square_banded_transpose(t, upper, s, g)
         _, g_x = jax.jvp(lambda x: _polynomial(approximant, x, index), (x,), (g_t.T,))
-        change = (g_a + g_x.T.scale(s) - result).upper()
-        return result + change.where(triangular, change * 0.0)
+        return (g_a + g_x.T.scale(s) - result).upper()
 
-    return lax.cond(_any(triangular), banded, lambda result: result, result)
+    return _banded(approximant, a, index, s, triangular, forward.T, change)
 
 
 def _keep(a: Tile, s: jax.Array, max_squarings: int | None) -> jax.Array:

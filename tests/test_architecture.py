@@ -91,6 +91,10 @@ PRIVATE_IMPORTS = {
         "the per-member orders benchmark times the shared order by patching the "
         "backend's tuning entry, the constant it measures"
     ),
+    ("benchmarks/gpu_paths.py", "jexpm._expm"): (
+        "the paths benchmark times the XLA path beside the fused kernels through the "
+        "computation's private static option fused=False"
+    ),
     ("benchmarks/training_ms.py", "flows._plotting"): "the trainer's PNG helpers",
     ("benchmarks/accuracy.py", "flows._plotting"): "the trainer's PNG helpers",
 }

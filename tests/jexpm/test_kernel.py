@@ -7,7 +7,8 @@ several squarings, float32 and float64 (bfloat16 and float16 work in float32 at 
 own tolerance), NaN and Inf members, ``max_squarings``, triangular input, batches that
 are not a whole number of tiles, members of different orders in one tile.
 
-The lowering tests read the program lowered for CUDA from this CPU machine: where the
+The lowering tests read the program lowered for CUDA from this CPU machine (counted by
+``benchmarks.gpu_paths.round_trips``, which the device run reports too): where the
 kernels cover the size, ``expm``, its ``jvp``, ``grad`` and ``vmap`` hold no
 data-dependent ``case`` and no ``while`` (XLA:GPU runs each of those with a host round
 trip); for larger sizes the count is pinned so that it cannot grow unnoticed.
@@ -15,14 +16,13 @@ trip); for larger sizes the count is pinned so that it cannot grow unnoticed.
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jexpm
+from benchmarks.gpu_paths import round_trips as _round_trips
 from jexpm import _approximants, _derivatives, _expm, _kernel, _options, _tuning
 from jexpm._approximants import Path
 from tests.helpers import EPS, random_with_norm, rel_err
@@ -222,30 +222,6 @@ def test_covers():
 
 # ---------------------------------------------------------------------------------
 # The GPU program, lowered from here
-
-_CONSTANT = re.compile(r"^\s*(%[\w#]+)(?::\d+)? = stablehlo\.constant")
-_CASE = re.compile(r"^\s*(%[\w#]+)(?::\d+)? = \"stablehlo\.case\"\((%[\w#]+)\)")
-
-
-def _round_trips(text: str) -> tuple[int, int]:
-    """(data-dependent case ops, while ops) of a module's text.
-
-    A case whose index is a constant, or the result of such a case, is
-    ``platform_dependent``'s choice, which XLA resolves when it compiles.
-    """
-    static, cases = set(), 0
-    for line in text.splitlines():
-        if line.lstrip().startswith("func.func"):
-            static = set()
-        if m := _CONSTANT.match(line):
-            static.add(m.group(1))
-        elif m := _CASE.match(line):
-            if m.group(2) in static:
-                static.add(m.group(1))
-            else:
-                cases += 1
-    return cases, text.count("stablehlo.while")
-
 
 PROGRAMS = {
     "expm": jexpm.expm,
