@@ -37,7 +37,9 @@ from .expm_speed import Workload
 CASES = tuple((key, norm) for key in "abcd" for norm in (0.5, 2.0, 30.0))
 DTYPE = "float32"
 #: Command buffers with conditionals and loops (XLA's DebugOptions, as a compile option).
-COMMAND_BUFFERS = {"xla_gpu_enable_command_buffer": "FUSION,CUBLAS,CUSTOM_CALL,CONDITIONAL,WHILE"}
+COMMAND_BUFFERS: dict[str, str | bool] = {
+    "xla_gpu_enable_command_buffer": "FUSION,CUBLAS,CUSTOM_CALL,CONDITIONAL,WHILE"
+}
 
 
 def _xla_expm(a: jax.Array) -> jax.Array:
@@ -53,7 +55,7 @@ def _xla_expm(a: jax.Array) -> jax.Array:
 
 
 #: path -> (expm, compile options).
-PATHS: dict[str, tuple[Callable[[jax.Array], jax.Array], dict[str, str]]] = {
+PATHS: dict[str, tuple[Callable[[jax.Array], jax.Array], dict[str, str | bool]]] = {
     "jexpm": (jexpm.expm, {}),
     "xla": (_xla_expm, {}),
     "xla+cb": (_xla_expm, COMMAND_BUFFERS),
