@@ -50,8 +50,13 @@ def test_smoke_run_writes_every_section(tmp_path):
         assert float(row["err opt15"]) < (1e-5 if dtype == "float32" else 1e-2)
     (grad,) = data["gradients"]
     assert float(grad["jexpm grad ms"]) > 0
+    # The paths section runs once the sections before it leave it time (a loaded
+    # machine can use its share up first, as for slicing below).
     paths = data["paths"]
-    assert [row["kind"] for row in paths] == ["fwd", "grad", "jvp"]
+    if not paths:
+        assert "Skipped for the time budget: (a) 16×4×4 ‖A‖₁=2" in report
+    else:
+        assert [row["kind"] for row in paths] == ["fwd", "grad", "jvp"]
     for row in paths:  # on the CPU: no command buffers, and jexpm is the XLA path
         assert float(row["jexpm ms"]) > 0 and float(row["floor ms"]) > 0
         assert row["xla+cb ms"] is None and row["jexpm round trips"] > 0
