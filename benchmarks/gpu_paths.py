@@ -42,7 +42,8 @@ COMMAND_BUFFERS: dict[str, str | bool] = {
 }
 
 
-def _xla_expm(a: jax.Array) -> jax.Array:
+def xla_expm(a: jax.Array) -> jax.Array:
+    """``jexpm.expm`` on the XLA path everywhere (the private ``fused=False``)."""
     return _expm._expm(
         a,
         upper_triangular=None,
@@ -57,8 +58,8 @@ def _xla_expm(a: jax.Array) -> jax.Array:
 #: path -> (expm, compile options).
 PATHS: dict[str, tuple[Callable[[jax.Array], jax.Array], dict[str, str | bool]]] = {
     "jexpm": (jexpm.expm, {}),
-    "xla": (_xla_expm, {}),
-    "xla+cb": (_xla_expm, COMMAND_BUFFERS),
+    "xla": (xla_expm, {}),
+    "xla+cb": (xla_expm, COMMAND_BUFFERS),
     "jax.scipy": (jax.scipy.linalg.expm, {}),
 }
 KINDS: dict[str, Callable[[Callable], Callable]] = {

@@ -23,7 +23,8 @@ import pytest
 
 import jexpm
 from benchmarks.gpu_paths import round_trips as _round_trips
-from jexpm import _approximants, _derivatives, _expm, _kernel, _options, _tuning
+from benchmarks.gpu_paths import xla_expm
+from jexpm import _approximants, _derivatives, _kernel, _options, _tuning
 from jexpm._approximants import Path
 from tests.helpers import EPS, random_with_norm, rel_err
 
@@ -274,17 +275,5 @@ def test_round_trips_of_uncovered_sizes_do_not_grow(program):
 
 def test_fused_false_keeps_the_xla_path():
     a = jnp.full((16, 6, 6), 0.05, jnp.float32)
-
-    def xla(a):
-        return _expm._expm(
-            a,
-            upper_triangular=None,
-            max_squarings=None,
-            tol=None,
-            method="opt15",
-            return_info=False,
-            fused=False,
-        )
-
-    text = jax.jit(xla).trace(a).lower(lowering_platforms=("cuda",)).as_text()
+    text = jax.jit(xla_expm).trace(a).lower(lowering_platforms=("cuda",)).as_text()
     assert "triton" not in text and _round_trips(text) != (0, 0)
