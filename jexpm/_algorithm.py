@@ -75,7 +75,7 @@ def select(orders, stored, log2_b, logs: tuple[jax.Array, ...], log2_tol: float)
     Returns:
       (index, s): int32 index into ``orders`` (at least 1) and int32 squarings, both
       with the batch shape: what each member needs alone. Members with non-finite
-      norms get s = 0. A batch that shares one order takes the largest index.
+      norms get index 1 and s = 0. A batch that shares one order takes the largest index.
     """
     l1, l2 = logs[0], logs[1]
 
@@ -109,7 +109,11 @@ def select(orders, stored, log2_b, logs: tuple[jax.Array, ...], log2_tol: float)
         _squarings_for(errors[top][0], log2_tol, m + 1, dtype),
         _squarings_for(errors[top][1], log2_tol, m + 2, dtype),
     )
-    s = jnp.where((index == top) & (l1 < jnp.inf), s, 0)
+    # A non-finite member's result is NaN whatever is chosen for it: the lowest order
+    # and no squarings, so that it never raises what a batch shares.
+    finite = finite_member(l1)
+    s = jnp.where((index == top) & finite, s, 0)
+    index = jnp.where(finite, index, 1)
     return index.astype(jnp.int32), s.astype(jnp.int32)
 
 

@@ -301,7 +301,8 @@ class Taylor(_Approximant):
             path = Path(jnp.broadcast_to(index, batch), s, jnp.full(batch, banded))
             return t, path, products
 
-        result, path, products = lax.cond(jnp.all(order1), first, higher)
+        # Non-finite members (NaN results whatever their path) never decide for the batch.
+        result, path, products = lax.cond(jnp.all(order1 | ~finite), first, higher)
         return alg.mask_nonfinite(result, finite), path, products
 
     @property

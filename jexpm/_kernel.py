@@ -421,7 +421,7 @@ def compute(
     # The batch's choices, as Taylor.compute makes them, without a branch.
     l1 = jnp.log2(norms[0])
     finite = alg.finite_member(l1)
-    only_first = jnp.all(approximant.order1(l1, log2_tol))
+    only_first = jnp.all(approximant.order1(l1, log2_tol) | ~finite)
     index, s, _, formed, overflow, l2 = approximant.select(
         l1, norms[1], log2_tol, lambda j, need: (None, norms[j - 1])
     )

@@ -25,6 +25,16 @@ import tempfile
 
 import jax
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis profiles (tests/jexpm/test_properties.py). "ci", the default: a few examples
+# per property from a fixed seed, so that the suite is reproducible and quick; "deep"
+# (--hypothesis-profile=deep): a long random search. Compiling a new program dominates an
+# example's cost, so no per-example deadline; no example database is kept on disk.
+_HYPOTHESIS = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=6, derandomize=True, **_HYPOTHESIS)
+settings.register_profile("deep", max_examples=2500, **_HYPOTHESIS)
+settings.load_profile("ci")
 
 CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 #: Programs that compile faster than this are not worth a disk round trip.

@@ -230,6 +230,23 @@ def test_nonfinite_member_is_nan_others_unaffected(name, method):
         assert np.all(np.isnan(np.asarray(f(a[1], method=method)))), bad
 
 
+@pytest.mark.parametrize("method", ["opt15", "ps"])
+@pytest.mark.parametrize("norm", [1e-9, 1.0])
+def test_nonfinite_member_does_not_raise_the_batch_order(method, norm):
+    """Found by the property search: a NaN member used to lift the order the batch shares
+    (to the top order, or from order 1 to 2), changing the other members' bits."""
+    rng = np.random.default_rng(7)
+    a = (rng.standard_normal((3, 2, 2)) * norm).astype(np.float32)
+    clean, bad = a.copy(), a.copy()
+    clean[0] = 0
+    bad[0, 0, 1] = np.nan
+    x_clean, info_clean = jexpm.expm(clean, method=method, return_info=True)
+    x_bad, info_bad = jexpm.expm(bad, method=method, return_info=True)
+    assert np.all(np.isnan(np.asarray(x_bad[0])))
+    np.testing.assert_array_equal(np.asarray(x_bad[1:]), np.asarray(x_clean[1:]))
+    np.testing.assert_array_equal(np.asarray(info_bad.order[1:]), np.asarray(info_clean.order[1:]))
+
+
 # ---------------------------------------------------------------------------------
 # Identities
 
