@@ -80,7 +80,14 @@ suppress_warnings = ["myst.header"]  # the results files start their headings at
 if os.environ.get("JEXPM_DOCS_MATHJAX"):
     mathjax_path = os.environ["JEXPM_DOCS_MATHJAX"]
     if "MathJax.js" in mathjax_path:  # MathJax 2
-        mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]]}}
+        mathjax2_config = {
+            "tex2jax": {
+                "inlineMath": [["\\(", "\\)"]],
+                # myst-nb marks notebook cells mathjax_ignore and their maths "math"
+                "processClass": "tex2jax_process|mathjax_process|math|output_area",
+                "ignoreClass": "tex2jax_ignore|mathjax_ignore",
+            }
+        }
 
 html_theme = "sphinx_book_theme"
 html_title = f"jexpm {version}"
