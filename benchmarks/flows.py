@@ -12,7 +12,7 @@ with a better matrix exponential. This program measures, in one run on one machi
 ``--smoke`` runs every section on tiny shapes (minutes, mostly compiling), to check the program
 (its numbers mean nothing). Tables go to stdout and, under a header naming the machine,
 to ``benchmarks/results/flows-<backend>.md`` (and ``.json``) with the PNG figures
-beside it; ``--readme`` also replaces the generated block of README.md's Results.
+beside it. The documentation site includes that file as it is (``docs/results/glow.md``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from pathlib import Path
 
 from . import accuracy, glow_speed, training_ms
 from .harness import RESULTS, default_output, finish
-
-README_START = "<!-- benchmarks.flows results: start -->"
-README_END = "<!-- benchmarks.flows results: end -->"
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -57,7 +54,6 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--train-steps", type=int, default=None, help="for the (m, s) run")
     parser.add_argument("--out", type=Path, default=None, help="markdown output file")
-    parser.add_argument("--readme", action="store_true", help="update README.md's Results")
     parser.add_argument(
         "--methods",
         default=None,
@@ -66,20 +62,6 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         + ")",
     )
     return parser.parse_args(argv)
-
-
-def update_readme(path: Path, block: str) -> None:
-    """Replace the text between :data:`README_START` and :data:`README_END` in ``path``.
-
-    Raises:
-      ValueError: ``path`` has no such block.
-    """
-    text = path.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{path} has no {README_START} ... {README_END} block")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    path.write_text(f"{head}{README_START}\n{block}\n{README_END}{tail}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -133,12 +115,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     acc = dataclasses.replace(acc, markdown=f"### Products and accuracy\n\n{acc.markdown}")
     sections = {"glow": speed, "training_ms": stats, "accuracy": acc}
     finish(out, "benchmarks.flows", "benchmarks.flows", argv, sections, start)
-    if args.readme:
-        report = out.read_text()
-        block = report.replace("## benchmarks.flows", "#### Machine", 1)
-        folder = out.parent.resolve().relative_to(Path.cwd().resolve()).as_posix()
-        block = block.replace(f"]({stem.name}-", f"]({folder}/{stem.name}-")
-        update_readme(Path("README.md"), block)
 
 
 if __name__ == "__main__":

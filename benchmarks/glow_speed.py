@@ -14,12 +14,12 @@ Each (shape, method) runs in its own process (:mod:`benchmarks.isolation`): its 
 covers compile time (at least 300 s and 3x the slowest method so far), a worker that
 stops using the CPU is reported as deadlocked rather than slow, and on the CPU
 ``jax.scipy`` runs pinned to one core, where jaxlib's LAPACK kernels cannot deadlock
-(README, "Known issues"); its row says so. A method that does not finish is skipped on
+(``docs/known_issues.md``); its row says so. A method that does not finish is skipped on
 the larger shapes. On Linux the workers run with glibc's malloc serving large blocks
 from transparent huge pages (:data:`HUGE_PAGES`, unless ``GLIBC_TUNABLES`` is already
 set): XLA:CPU allocates a call's temporaries afresh (hundreds of MB for a step), and
-with 4 KiB pages touching them costs ~100,000 page faults per CIFAR-shape step (README,
-"Where the time goes"). On a CPU the coupling networks are shrunk (``net="small"``: 32
+with 4 KiB pages touching them costs ~100,000 page faults per CIFAR-shape step
+(``docs/results/glow_step.md``). On a CPU the coupling networks are shrunk (``net="small"``: 32
 hidden channels, 1 residual block) so that the run fits in minutes; the flow itself
 (levels, steps, matrix sizes and counts) stays the paper's. ``net="paper"`` uses 128
 channels and 8 residual blocks.
@@ -324,7 +324,7 @@ def run(
     if any(pinned(m, backend) for m in METHODS):
         parts.append(
             "(1 core): run pinned to one CPU core, where jaxlib's CPU LAPACK kernels (inside "
-            "jax.scipy.linalg.expm) cannot deadlock; see the README's Known issues."
+            "jax.scipy.linalg.expm) cannot deadlock; see the documentation's Known issues."
         )
     return Section("\n\n".join(parts), data)
 

@@ -4,9 +4,9 @@
 exceeds its time limit is slow ("did not finish in N s"); a child that uses no CPU time
 at all for :data:`IDLE_SECONDS` is stuck, not slow, and is reported as
 :data:`DEADLOCKED`: the one such stall seen in these benchmarks is jaxlib 0.10.2's CPU
-LAPACK kernels waiting on each other in XLA's intra-op thread pool (README, "Known
-issues"), which a process pinned to one core (``pin_to_one_core``) does not hit. CPU
-time is read from ``/proc``; where there is none, only the time limit applies.
+LAPACK kernels waiting on each other in XLA's intra-op thread pool
+(``docs/known_issues.md``), which a process pinned to one core (``pin_to_one_core``)
+does not hit. CPU time is read from ``/proc``; where there is none, only the time limit applies.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ class Bijector(nnx.Module):
 
     @property
     def name(self) -> str:
-        """The bijector's name: its class name."""
+        """The name of the bijector (its class name)."""
         return type(self).__name__
 
     def forward_and_log_det(self, x):

@@ -13,7 +13,7 @@ a (64, 16, 16, 32) batch summed to 32 channels; a profile of a CIFAR-10-shape tr
 step put 33 ms per step in those reduce-windows). :func:`compiler_options` gives the
 options that keep only convolutions out of YNNPACK for one compilation
 (``jax.jit(..., compiler_options=...)``), leaving every other program of the process as
-it was; other backends get none. The README's "Where the time goes" has the
+it was; other backends get none. The documentation's docs/results/glow_step.md has the
 training-step figures.
 """
 
@@ -37,7 +37,7 @@ CPU_OPTIONS = {
 def compiler_options(backend: str | None = None) -> dict[str, str]:
     """The compile options for the flows' programs on ``backend`` (default: JAX's default).
 
-    On the CPU, :data:`CPU_OPTIONS` if the installed XLA knows them (a jaxlib that has
+    On the CPU, ``CPU_OPTIONS`` if the installed XLA knows them (a jaxlib that has
     dropped the experimental option compiles without it); elsewhere none. Pass the
     result to ``jax.jit(..., compiler_options=...)``.
     """

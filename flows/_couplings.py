@@ -107,7 +107,7 @@ class CouplingOptions:
       rank: matrix-exp couplings only: rank of the low-rank form.
       action: matrix-exp couplings only: apply the exponential to each pixel's vector
         without forming it (``True``), form it and multiply (``False``), or ``None`` for
-        the faster on this project's measurements (:data:`ACTION_MIN_CHANNELS`).
+        the faster on this project's measurements (``ACTION_MIN_CHANNELS``).
       method: exponential method of the matrix-exp couplings (and of the flow's 1x1
         convolutions), one of ``flows.EXPM_METHODS`` or a registered name.
       tol: tolerance of the jexpm methods (``None``: the dtype's unit roundoff).
@@ -282,7 +282,7 @@ class MatrixExpCoupling(Coupling):
       rank: rank of the low-rank form (default 3).
       action: ``True`` to apply the exponential without forming it, ``False`` to form
         it, ``None`` (default): always in the low-rank form, and for full S when
-        :math:`c_2` >= :data:`ACTION_MIN_CHANNELS`.
+        :math:`c_2` >= ``ACTION_MIN_CHANNELS``.
       method: exponential method, one of ``flows.EXPM_METHODS`` (default "opt15") or a
         name registered with ``flows.register_exponential``.
       tol: tolerance for the jexpm methods (``None``: the dtype's unit roundoff).

@@ -198,7 +198,7 @@ class Glow(Bijector):
       unroll: flow steps (and residual blocks) run per iteration of their scans, as in
         ``jax.lax.scan`` (default 1). ``True`` unrolls the scans: compile time then grows
         with the depth, and on XLA:CPU a training step at the paper's CIFAR-10 depth
-        (8/4/2 steps) was about 12% faster (the README's flows section).
+        (8/4/2 steps) was about 12% faster (``docs/guides/flows.md``).
       rngs: random streams; ``params`` draws the initial weights.
 
     Raises:

@@ -90,7 +90,7 @@ def register_exponential(
 
     The layers look the method up when they are traced, so a model built with
     ``method=name`` uses ``expm`` for every exponential. :class:`flows.Glow` and the
-    layers accept any registered name; the training configs accept :data:`METHODS`.
+    layers accept any registered name; the training configs accept :data:`flows.EXPM_METHODS`.
 
     Args:
       name: the method name.

@@ -40,7 +40,7 @@ class OrthogonalLinear(nnx.Module):
     layer starts as the frozen map exactly. The rotated kernel is formed block-wise,
     (d_in, k, b) times (k, b, b), without building the d_out x d_out matrix.
 
-    Only ``s`` is an ``nnx.Param``; the kernel and bias are :class:`Frozen`
+    Only ``s`` is an ``nnx.Param``; the kernel and bias are ``Frozen``
     variables, so ``nnx.Optimizer(model, tx, wrt=nnx.Param)``, ``nnx.grad`` and
     ``nnx.state(model, nnx.Param)`` see S alone.
 
@@ -63,8 +63,8 @@ class OrthogonalLinear(nnx.Module):
         and kept for the Flax constructor convention.
 
     Attributes:
-      kernel: :class:`Frozen` W, shape (d_in, d_out).
-      bias: :class:`Frozen` bias, shape (d_out,), or ``None``.
+      kernel: ``Frozen`` W, shape (d_in, d_out).
+      bias: ``Frozen`` bias, shape (d_out,), or ``None``.
       s: ``nnx.Param`` S, shape (d_out // block_size, block_size, block_size).
 
     Raises:

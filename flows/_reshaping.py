@@ -21,7 +21,7 @@ def squeeze(x: jax.Array) -> jax.Array:
 
 
 def unsqueeze(y: jax.Array) -> jax.Array:
-    """Inverse of :func:`squeeze`: (B, H, W, 4C) -> (B, 2H, 2W, C)."""
+    """Inverse of ``squeeze``: (B, H, W, 4C) -> (B, 2H, 2W, C)."""
     check_image(y, "unsqueeze")
     b, h, w, c4 = y.shape
     if c4 % 4:
@@ -31,7 +31,7 @@ def unsqueeze(y: jax.Array) -> jax.Array:
 
 
 class Squeeze(Bijector):
-    """Space-to-depth as a bijector (log-det 0); see :func:`squeeze`."""
+    """Space-to-depth as a bijector (log-det 0); see ``squeeze``."""
 
     def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Data to latent: (B, H, W, C) -> (B, H/2, W/2, 4C)."""

@@ -21,7 +21,7 @@ For a Glow at the CIFAR-10 shape (batch 64, 3 levels of 8/4/2 steps, coupling ne
 of 32 channels and 1 residual block, the exponentials replaced by I + A) these cut what
 the training step keeps from 435 to 232 MB, and a coupling network keeps 7 arrays
 instead of 28. The values and derivatives are the same functions; only where rounding
-happens may differ (the README's "Where the time goes" has the step times). Like the
+happens may differ (docs/results/glow_step.md has the step times). Like the
 convolutions' (:mod:`flows._convolution`), :func:`elu`'s rule is a custom VJP, so it
 supports reverse mode only.
 """

@@ -86,6 +86,7 @@ class Dataset:
 _SAME_SPLITS = {"train": "train", "test": "test"}
 _VALIDATION_AS_TEST = {"train": "train", "test": "validation"}
 
+#: Data set name -> its :class:`Dataset`: what :func:`load` reads for that name.
 DATASETS: Mapping[str, Dataset] = {
     "default": Dataset(
         (32, 32, 3),

@@ -199,7 +199,7 @@ def train_step(
 
     Compile it with ``compiler_options=flows.compiler_options()``, as
     :func:`train_and_evaluate` does: on the CPU the CIFAR-10-shape step is 20-34%
-    faster, the ImageNet 64x64-shape one 13-25% (README, "Where the time goes").
+    faster, the ImageNet 64x64-shape one 13-25% (``docs/results/glow_step.md``).
 
     Returns:
       The new state and the metrics: ``bits_per_dim`` (NaN for a skipped batch),

@@ -5,7 +5,8 @@ by powers of two, the choice of order and squarings from norms, the refinement o
 squarings for strongly non-normal input, and the squaring loops.
 
 Selection rule (the authors' rule of [S25], whose sources _coefficients.py lists,
-generalised to any tol; the README's "How it works" states it for users): with log2
+generalised to any tol; the documentation's docs/guides/how_it_works.md states it for
+users): with log2
 norms l1 = log2||A||_1 and l2 = log2||A2||_1, order m passes when both first
 neglected terms are below tol,
 log2 b_p + (p // 2) l2 + (p % 2) l1 <= log2 tol for p = m + 1, m + 2. Order 1 is

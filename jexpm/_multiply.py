@@ -33,6 +33,7 @@ from ._expm import _approximant_call
 
 #: The methods of :func:`expm_multiply`.
 MULTIPLY_METHODS = ("action", "expm")
+#: The methods of :func:`expm_multiply` as a type, for annotations.
 MultiplyMethod = Literal["action", "expm"]
 
 
@@ -237,7 +238,8 @@ def expm_multiply(
     recompilation for new values; the loops run to the batch's largest counts and
     members that are done keep their value. Cost grows with :math:`\|tA\|_1` (linearly,
     where ``expm`` grows logarithmically) and with k: the action pays for small norms,
-    few columns and larger n (see the README for measured crossovers).
+    few columns and larger n (measured crossovers: the documentation's guide to the
+    action, ``docs/guides/action.md``).
 
     ``method="expm"`` forms :func:`jexpm.expm` of tA and multiplies: no limit on the
     norm, cheaper for many columns or large norms.

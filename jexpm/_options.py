@@ -15,6 +15,7 @@ import numpy as np
 
 #: The approximation methods of every jexpm function.
 METHODS = ("opt15", "ps", "baseline")
+#: The method names as a type, for annotations.
 Method = Literal["opt15", "ps", "baseline"]
 
 _LOW_PRECISION = (np.dtype(jnp.bfloat16), np.dtype(jnp.float16))

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from benchmarks import accuracy, harness, product_forms
-from benchmarks import flows as flows_bench
 from benchmarks import products as products_bench
 
 
@@ -75,17 +74,6 @@ def test_products_program_writes_its_report(tmp_path, capsys):
     data = json.loads(out.with_suffix(".json").read_text())
     assert [row["n"] for row in data["products"]["float32"]["rows"]] == [4]
     assert data["total_seconds"] > 0
-
-
-def test_readme_block_is_replaced(tmp_path):
-    readme = tmp_path / "README.md"
-    start, end = flows_bench.README_START, flows_bench.README_END
-    readme.write_text(f"intro\n{start}\nold\n{end}\nrest\n")
-    flows_bench.update_readme(readme, "new table")
-    assert readme.read_text() == f"intro\n{start}\nnew table\n{end}\nrest\n"
-    readme.write_text("no markers")
-    with pytest.raises(ValueError, match=r"no <!-- benchmarks\.flows"):
-        flows_bench.update_readme(readme, "x")
 
 
 def test_expm_program_writes_its_report(tmp_path):

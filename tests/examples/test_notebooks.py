@@ -5,6 +5,10 @@ Every ``examples/*.ipynb`` is picked up. Each is paired (``ipynb,py:percent``) w
 ``jupytext --sync examples/NAME.py``. A notebook opens with one install cell that only acts
 on Colab, and ends with a cell of ``assert`` statements on what it shows, so that running
 it end to end (the slow test below, in a fresh kernel on this interpreter) checks it.
+
+The slow test also keeps each executed notebook in ``build/executed-notebooks/`` (or
+``$JEXPM_EXECUTED_NOTEBOOKS``), git-ignored, where the documentation build finds the
+outputs it renders (``docs/about.md``): the notebooks run once, here.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ KERNEL_NAME = "jexpm-pytest"
 INSTALL_LINE = '%pip install -q "jexpm[notebooks] @ git+https://github.com/jexpm/jexpm"'
 # Python's warning format, "file:line: SomeWarning: message", in a cell's stderr.
 WARNING_RE = re.compile(r"\b\w*Warning: ")
+# Where the executed notebooks are kept for the documentation site (docs/conf.py).
+EXECUTED = Path(os.environ.get("JEXPM_EXECUTED_NOTEBOOKS", ROOT / "build" / "executed-notebooks"))
 
 notebooks = pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 
@@ -133,3 +139,5 @@ def test_notebook_runs(notebook: Path, tmp_path: Path, capsys, record_property):
             assert output.output_type != "error", f"code cell {index} raised"
             if output.output_type == "stream" and output.name == "stderr":
                 assert not WARNING_RE.search(output.text), f"code cell {index}:\n{output.text}"
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, EXECUTED / notebook.name)  # for the documentation site

@@ -189,7 +189,7 @@ def test_float64_random_against_scipy_expm():
 @pytest.mark.parametrize("n", [6, 12, 24, 48])
 def test_float32_at_flow_sizes(n):
     """Norms up to 8 (a coupling's matrices have norm about 1). At norm 30 the error of
-    the action reaches 1e-5 .. 5e-5 for n = 6 and 12 (README, benchmarks)."""
+    the action reaches 1e-5 .. 5e-5 for n = 6 and 12 (docs/guides/action.md)."""
     rng = np.random.default_rng(n)
     norms = np.repeat([1e-3, 0.1, 1.0, 2.0, 4.0, 8.0], 4)
     a = random_with_norm(rng, (24, n, n), 1.0) * norms[:, None, None]
