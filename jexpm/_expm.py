@@ -196,6 +196,7 @@ def expm(
             "expm: upper_triangular must be None, True or False, got "
             f"{type(upper_triangular).__name__}"
         )
+    opt.check_numeric("expm", a=a)
     return _expm(
         a,
         upper_triangular=upper_triangular,
@@ -296,6 +297,7 @@ def phi1(
     References:
       N. J. Higham, "Functions of Matrices", SIAM (2008), section 10.7.4.
     """
+    opt.check_numeric("phi1", a=a)
     return _phi1(
         a,
         tol=opt.check_tol(tol, "phi1"),
@@ -367,6 +369,7 @@ def expm_lowrank(
       >>> bool(jnp.allclose(jexpm.expm_lowrank(u, v), jexpm.expm(u @ v), atol=1e-5))
       True
     """
+    opt.check_numeric("expm_lowrank", u=u, v=v)
     return _expm_lowrank(
         u,
         v,
@@ -439,6 +442,7 @@ def expm_frechet(
       A. H. Al-Mohy and N. J. Higham, "Computing the Frechet derivative of the
       matrix exponential", SIAM J. Matrix Anal. Appl. 30(4) (2009).
     """
+    opt.check_numeric("expm_frechet", a=a, e=e)
     return _expm_frechet(
         a,
         e,

@@ -299,6 +299,7 @@ def expm_multiply(
       exponential, with an application to exponential integrators", SIAM J. Sci.
       Comput. 33(2) (2011) 488-511.
     """
+    opt.check_numeric("expm_multiply", a=a, b=b, t=t)
     return _expm_multiply(
         a,
         b,

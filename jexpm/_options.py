@@ -88,6 +88,29 @@ def as_inexact(*arrays: jax.typing.ArrayLike) -> list[jax.Array]:
     return [x.astype(dtype) for x in xs]
 
 
+def check_numeric(func: str, **arrays) -> None:
+    """``TypeError`` naming the argument and its shape unless each is numeric.
+
+    Booleans, integers, floats and complex numbers (of any width, bfloat16 included)
+    pass, and are promoted as ``jax.numpy`` promotes them; strings, objects, dates and
+    structured arrays do not. Checked before anything is traced, so that the error
+    names the argument rather than the jitted function it would reach.
+    """
+    for name, x in arrays.items():
+        if x is None:
+            continue
+        if not hasattr(x, "dtype"):
+            try:
+                x = np.asarray(x)
+            except (TypeError, ValueError) as error:  # ragged nesting, say
+                raise TypeError(f"{func}: {name} is not an array: {error}") from None
+        if not (jnp.issubdtype(x.dtype, jnp.number) or jnp.issubdtype(x.dtype, jnp.bool_)):
+            raise TypeError(
+                f"{func}: {name} must hold numbers (bool, int, float or complex); got "
+                f"dtype {x.dtype} with shape {x.shape}"
+            )
+
+
 def check_square(a: jax.Array, name: str, func: str) -> None:
     """``ValueError`` naming the shape unless ``a`` is (..., n, n)."""
     if a.ndim < 2 or a.shape[-1] != a.shape[-2]:

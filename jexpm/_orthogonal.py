@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from ._expm import expm
-from ._options import Method, as_inexact, check_square
+from ._options import Method, as_inexact, check_numeric, check_square
 from ._products import max_axis, sum_axis
 
 
@@ -47,6 +47,7 @@ def orthogonal(
       >>> bool(jnp.allclose(q.T @ q, jnp.eye(5), atol=1e-5))
       True
     """
+    check_numeric("orthogonal", s=s)
     (s,) = as_inexact(s)
     check_square(s, "s", "orthogonal")
     k = s - jnp.conj(jnp.swapaxes(s, -1, -2))

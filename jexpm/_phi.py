@@ -77,6 +77,7 @@ def phi(a: ArrayLike, k: int, *, tol: float | None = None, method: Method = "opt
       matrix functions related to the exponential", Appl. Numer. Math. 59 (2009).
     """
     k = _check_order(k, "phi")
+    opt.check_numeric("phi", a=a)
     (a,) = opt.as_inexact(a)
     opt.check_square(a, "a", "phi")
     n, blocks = a.shape[-1], k + 1
@@ -138,6 +139,7 @@ def phi_multiply(
       exponential, with an application to exponential integrators", SIAM J. Sci.
       Comput. 33(2) (2011) 488-511.
     """
+    opt.check_numeric("phi_multiply", a=a, bs=bs, t=t)
     a, bs = opt.as_inexact(a, bs)
     opt.check_square(a, "a", "phi_multiply")
     n = a.shape[-1]
