@@ -259,16 +259,16 @@ class Taylor(_Approximant):
                 lambda: s,
             )
 
-            def unscaled():
-                t = by_member(index, self._formulas, powers)
-                return t, jnp.bool_(False), jnp.int32(0)
+            # Batches where no member needs scaling skip the scaling and the squaring
+            # loop; the formulas are built once, after the choice of their arguments.
+            any_scaled = jnp.any(s > 0)
+            # A power overflowed although A is finite (its norm is not finite): form
+            # the powers again from the scaled A.
+            redo = any_scaled & jnp.any(overflow & finite)
+            again = (jnp.bool_(True), *formed)
 
-            def scaled():
+            def scaled_powers():
                 x = alg.scale(a, s)
-                # A power overflowed although A is finite (its norm is not finite):
-                # form the powers again from the scaled A.
-                redo = jnp.any(overflow & finite)
-                again = (jnp.bool_(True), *formed)
 
                 def reform():
                     out = [x]
@@ -286,12 +286,17 @@ class Taylor(_Approximant):
                 def rescale():
                     return tuple(alg.scale(p, (j + 1) * s) for j, p in enumerate(powers))
 
-                xs = lax.cond(redo, reform, rescale)
-                t = by_member(index, self._formulas, xs)
-                extra = redo.astype(jnp.int32) * sum(f.astype(jnp.int32) for f in again)
-                return *self._square(t, x, a, s, triangular), extra
+                return lax.cond(redo, reform, rescale)
 
-            t, banded, redo_products = lax.cond(jnp.any(s > 0), scaled, unscaled)
+            xs = lax.cond(any_scaled, scaled_powers, lambda: powers)
+            t = by_member(index, self._formulas, xs)
+            t, banded = lax.cond(
+                any_scaled,
+                lambda t: self._square(t, xs[0], a, s, triangular),
+                lambda t: (t, jnp.bool_(False)),
+                t,
+            )
+            redo_products = redo.astype(jnp.int32) * sum(f.astype(jnp.int32) for f in again)
             products = (
                 jnp.asarray(self.products, jnp.int32)[index]
                 + alg.squaring_products(self.family) * s
