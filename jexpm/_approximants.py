@@ -16,6 +16,7 @@ loop of Xiao and Liu (2020) that the paper compares against.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 import math
@@ -87,11 +88,56 @@ def polynomial_transpose(evaluate: Callable[[jax.Array], jax.Array], a, g) -> ja
     return _transpose(jax.jvp(evaluate, (a,), (_transpose(g),))[1])
 
 
-class _Approximant:
-    """What every approximant derives from its ``family`` and ``product_form``."""
+class Approximant(abc.ABC):
+    """The protocol of an approximant: four operations and three capabilities.
+
+    The derivative rules (_derivatives.py) and the GPU kernels (_kernel.py) ask these,
+    never the approximant's class.
+
+    Operations: ``compute`` chooses the path on device and evaluates it; ``evaluate`` is
+    the computed function of A for a given path (what the derivative rules
+    differentiate); ``transpose`` the transpose of its tangent; ``order`` the order
+    each path index stands for.
+
+    Capabilities:
+      member_orders: ``compute(..., per_member=True)`` evaluates each member at its own
+        order, so that large batches may be sorted by their members' norms first.
+      squares_triangular: ``compute(..., triangular=...)`` may recompute the band of
+        upper triangular input exactly while squaring.
+      fused: programs for CUDA GPUs may run it in the fused kernels.
+    """
 
     family: str
+    method: str
     product_form: str | None
+    member_orders: bool = False
+    fused: bool = False
+
+    @property
+    @abc.abstractmethod
+    def squares_triangular(self) -> bool:
+        """Whether ``compute`` may take the triangular squaring."""
+
+    @abc.abstractmethod
+    def compute(self, a: jax.Array, tol: float, **options) -> tuple[jax.Array, Path, jax.Array]:
+        """(result, path, products per member), the path chosen on device.
+
+        ``options`` are those of the capabilities: ``triangular`` where
+        ``squares_triangular``, ``per_member`` where ``member_orders``; the derivative
+        rules pass each only to an approximant that has it.
+        """
+
+    @abc.abstractmethod
+    def evaluate(self, a: jax.Array, path: Path, depth: int = 0) -> jax.Array:
+        """The approximant of ``path`` as a function of ``a``."""
+
+    @abc.abstractmethod
+    def transpose(self, a: jax.Array, g: jax.Array, path: Path, depth: int = 0) -> jax.Array:
+        """The transpose of the tangent of ``evaluate`` at ``a``, applied to ``g``."""
+
+    @abc.abstractmethod
+    def order(self, index: jax.Array) -> jax.Array:
+        """The order (or number of terms) that each path index stands for."""
 
     @property
     def shift(self) -> int:
@@ -104,7 +150,7 @@ class _Approximant:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Taylor(_Approximant):
+class Taylor(Approximant):
     """Truncated Taylor series chosen from a table of orders, scaled and squared.
 
     Attributes:
@@ -139,6 +185,7 @@ class Taylor(_Approximant):
     product_form: str | None = None
     exact_band: bool = True
     fused: bool = True
+    member_orders = True
 
     def order(self, index: jax.Array) -> jax.Array:
         """The Taylor order m of each member (15 stands for 15+)."""
@@ -468,7 +515,7 @@ BASELINE_MAX_TERMS = 200
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Baseline(_Approximant):
+class Baseline(Approximant):
     """The Taylor loop of Xiao and Liu (2020): sum terms until one is below tol.
 
     Its path index is the number of terms summed, per member.
@@ -477,8 +524,11 @@ class Baseline(_Approximant):
     family: str
     method: str = "baseline"
     product_form: str | None = None
-    #: The published loop squares plainly.
-    squares_triangular = False
+
+    @property
+    def squares_triangular(self) -> bool:
+        """False: the published loop squares plainly."""
+        return False
 
     def order(self, index: jax.Array) -> jax.Array:
         """The number of Taylor terms summed."""
@@ -496,12 +546,8 @@ class Baseline(_Approximant):
         """Term j + 1 from term j."""
         return self.matmul(x, t) / (j + 1 + self.shift).astype(x.dtype)
 
-    def compute(self, a: jax.Array, tol: float, triangular: bool | None = None):
-        """Sum terms until each member's last is below tol; see ``Taylor.compute``.
-
-        ``triangular`` is ignored: the baseline reproduces the published loop.
-        """
-        del triangular
+    def compute(self, a: jax.Array, tol: float):
+        """Sum terms until each member's last is below tol; see ``Taylor.compute``."""
         a1 = alg.norm1(a)
         finite = alg.finite_member(a1)
         s = self._scaling(a1)
@@ -551,10 +597,8 @@ class Baseline(_Approximant):
         return polynomial_transpose(lambda x: self.evaluate(x, path, depth), a, g)
 
 
-Approximant = Taylor | Baseline
-
 #: Every (method, family) pair, built once.
-APPROXIMANTS: dict[tuple[str, str], Approximant] = {
+APPROXIMANTS: dict[tuple[str, str], Taylor | Baseline] = {
     **TAYLOR,
     **{("baseline", family): Baseline(family) for family in FAMILIES},
 }

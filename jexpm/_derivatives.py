@@ -46,7 +46,7 @@ from jax.interpreters import ad, batching, mlir
 
 from . import _algorithm as alg
 from . import _kernel, _tuning
-from ._approximants import Approximant, Path, Taylor
+from ._approximants import Approximant, Path
 
 # ---------------------------------------------------------------------------------
 # Slicing large batches
@@ -219,8 +219,10 @@ def _compute(approximant: Approximant, tol: float, triangular, max_squarings, a)
 
 
 def _compute_xla(approximant: Approximant, tol: float, triangular, max_squarings, a):
-    compute = functools.partial(approximant.compute, tol=tol, triangular=triangular)
-    if isinstance(approximant, Taylor) and _sorts(a):
+    compute = functools.partial(approximant.compute, tol=tol)
+    if approximant.squares_triangular:
+        compute = functools.partial(compute, triangular=triangular)
+    if approximant.member_orders and _sorts(a):
         compute = functools.partial(compute, per_member=True)
         result, path, products = sorted_chunks(compute, norm_key(a), _NORM_KEY_BITS, a)
     else:
@@ -328,7 +330,7 @@ def _frechet_impl(a, e, *path, approximant, max_squarings, depth, transposed):
 
 def _frechet_xla(a, e, *path, approximant, max_squarings, depth, transposed):
     slice_fn = functools.partial(_frechet_slice, approximant, max_squarings, depth, transposed)
-    if isinstance(approximant, Taylor) and _sorts(a):
+    if approximant.member_orders and _sorts(a):
         key = path_key(Path(*path))
         return sorted_chunks(slice_fn, key, _PATH_KEY_BITS, a, e, *path, for_memory=True)
     return in_chunks(slice_fn, a, e, *path, for_memory=True)

@@ -58,8 +58,7 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def covers(approximant: Approximant, a: jax.Array, tuning: _tuning.Tuning) -> bool:
     """Whether the kernels compute ``approximant`` for batches like ``a`` (static)."""
     return (
-        isinstance(approximant, Taylor)
-        and approximant.fused
+        approximant.fused
         and approximant.family == "exp"
         and np.dtype(a.dtype) in DTYPES
         and 1 <= a.shape[-1] <= tuning.kernel_max_n
