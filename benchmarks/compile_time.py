@@ -24,7 +24,6 @@ and ``.json``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import subprocess
@@ -47,8 +46,9 @@ def _config(workload: str):
     if workload == "default":
         return configs.get_config("default")
     if workload == "bench CIFAR":
-        return dataclasses.replace(
-            configs.get_config("cifar10"), hidden_channels=32, residual_blocks=1
+        # override: the key=value form every revision's configs take
+        return configs.override(
+            configs.get_config("cifar10"), ["hidden_channels=32", "residual_blocks=1"]
         )
     if workload == "cifar10":
         return configs.get_config("cifar10")
@@ -83,11 +83,11 @@ def worker(spec: dict) -> dict:
     from flax import nnx
 
     import flows
-    from flows import train
+    from flows import configs, train
 
     config = _config(spec["workload"])
     if spec.get("unroll"):
-        config = dataclasses.replace(config, scan_unroll=True)
+        config = configs.override(config, ["scan_unroll=True"])
     shape = (32, 32, 3)
     images = np.random.default_rng(0).integers(0, 256, (config.batch_size, *shape), dtype=np.uint8)
     t0 = time.perf_counter()

@@ -143,23 +143,22 @@ def worker(spec: dict) -> dict:
     shape = Shape(**{**spec["shape"], "image_shape": tuple(spec["shape"]["image_shape"])})
     hidden, blocks = (128, 8) if spec["net"] == "paper" else (32, 1)
     method, action = ("opt15", None) if spec["method"] == ACTION else (spec["method"], False)
-    model = flows.Glow(
-        shape.image_shape,
+    model_options = flows.GlowOptions(
         levels=shape.levels,
-        steps_per_level=shape.steps_per_level,
+        steps_per_level=tuple(shape.steps_per_level),
         hidden_channels=hidden,
         residual_blocks=blocks,
-        action=action,
-        method=method,
-        rngs=nnx.Rngs(0),
+        coupling_action=action,
+        expm_method=method,
     )
+    model = flows.Glow(shape.image_shape, model_options, rngs=nnx.Rngs(0))
     images = _images(shape, max(shape.train_batch, 64))
     model.initialize(train.dequantize_init_batch(jnp.asarray(images[:64]), 0))
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adamax(1e-3)
     state = {"state": train.create_train_state(params, tx)}
     # Compiled as the training program compiles it.
-    options = flows.compiler_options()
+    options = train.compiler_options()
     step = jax.jit(
         functools.partial(train.train_step, graphdef=graphdef, tx=tx, ema_decay=0.999),
         donate_argnums=0,

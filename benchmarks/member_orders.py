@@ -185,7 +185,7 @@ def glow_coupling_matrices(steps: int, seed: int) -> list[np.ndarray]:
     flows.register_exponential("recorder", recorder, replace=True)
     for _, module in nnx.iter_graph(model):
         if isinstance(module, flows.MatrixExpCoupling):
-            module.method = "recorder"
+            module.expm_method = "recorder"
     model.bits_per_dim(images[0], jax.random.key(seed))
     return [m.reshape(-1, *m.shape[-2:]) for m in recorded]
 

@@ -21,8 +21,10 @@ class ActNorm(Bijector):
     .. math::  y = (x + b) \odot \mathrm{softplus}(r), \qquad
                \log|\det| = \textstyle\sum_{h,w,c} \log \mathrm{softplus}(r_{hwc}).
 
-    The layer is the identity until :meth:`initialize` sets b and r from a batch so
-    that the output has zero mean and unit variance at every position (Kingma &
+    The layer is the identity until initialised from data: in its ``initializing``
+    mode (which :meth:`flows.Bijector.initialize` of this layer or of any chain holding
+    it turns on for one forward pass) a forward pass first sets b and r so that its
+    batch leaves with zero mean and unit variance at every position (Kingma &
     Dhariwal's data-dependent initialisation, per position as in Xiao & Liu 2020).
 
     Args:
@@ -36,18 +38,20 @@ class ActNorm(Bijector):
     def __init__(self, height: int, width: int, channels: int, *, param_dtype=jnp.float32, rngs):
         del rngs
         shape = (height, width, channels)
+        self.shape = shape
+        self.initializing = False
         self.shift = nnx.Param(jnp.zeros(shape, param_dtype))
         self.raw_scale = nnx.Param(jnp.full(shape, _softplus_inverse(1.0), param_dtype))
 
-    def _check(self, x):
-        check_image(x, self.name, self.shift.shape[-1], self.shift.shape[:2])
+    def check_forward(self, x) -> None:
+        """Images of the (height, width, channels) the layer was built for."""
+        check_image(x, self.name, self.shape[2], self.shape[:2])
 
     def _scale(self) -> jax.Array:
         return jax.nn.softplus(self.raw_scale[...])
 
-    def initialize(self, x: jax.Array, eps: float = 1e-6) -> None:
+    def _initialize(self, x: jax.Array, eps: float = 1e-6) -> None:
         """Set shift and scale so that this batch leaves with zero mean, unit variance."""
-        self._check(x)
         mean = jnp.mean(x, axis=0)
         std = jnp.sqrt(jnp.var(x, axis=0) + eps)
         self.shift[...] = (-mean).astype(self.shift.dtype)
@@ -55,14 +59,14 @@ class ActNorm(Bijector):
         # softplus^{-1}(s) = s + log(1 - exp(-s)), written stably for all s > 0.
         self.raw_scale[...] = (scale + jnp.log(-jnp.expm1(-scale))).astype(self.raw_scale.dtype)
 
-    def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Data to latent: (x + b) * scale."""
-        self._check(x)
+    def _forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Data to latent: (x + b) * scale (after setting b and r, when initializing)."""
+        if self.initializing:
+            self._initialize(x)
         scale = self._scale()
         return (x + self.shift[...]) * scale, constant_log_det(jnp.sum(jnp.log(scale)), x)
 
-    def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def _inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Latent to data: y / scale - b."""
-        self._check(y)
         scale = self._scale()
         return y / scale - self.shift[...], constant_log_det(-jnp.sum(jnp.log(scale)), y)

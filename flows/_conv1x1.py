@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _matexp, _random, _statistics
+from . import _backend, _matexp, _statistics
 from ._bijector import Bijector, check_image, constant_log_det
+from ._options import GlowOptions
 
 
 def random_rotation_log(key: jax.Array, n: int, dtype=jnp.float32) -> jax.Array:
@@ -24,7 +25,7 @@ def random_rotation_log(key: jax.Array, n: int, dtype=jnp.float32) -> jax.Array:
     every backend. The result is made exactly skew-symmetric, so
     :math:`e^W` is a rotation (det 1) whatever the rounding.
     """
-    g = _random.normal(key, (n, n), jnp.float32)
+    g = _backend.normal(key, (n, n), jnp.float32)
     q, r = jnp.linalg.qr(g)
     q = q * jnp.sign(jnp.diag(r))
     q = q.at[:, 0].multiply(jnp.sign(jnp.linalg.det(q)))
@@ -51,38 +52,32 @@ class MatrixExp1x1Conv(Bijector):
 
     Args:
       channels: number of channels c; W is c x c.
-      method: exponential method, one of ``flows.EXPM_METHODS`` (default "opt15") or a
-        name registered with ``flows.register_exponential``.
-      tol: tolerance for the jexpm methods (``None``: the dtype's unit roundoff).
-      param_dtype: dtype of W (default float32).
+      options: the model's options; the layer uses ``expm_method``, ``expm_tol`` and
+        ``param_dtype`` (default: :class:`flows.GlowOptions`'s).
       rngs: random streams; ``rngs.params()`` draws the initial rotation.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        *,
-        method: str = "opt15",
-        tol: float | None = None,
-        param_dtype=jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        _matexp.check_method(method, tol)
-        self.method, self.tol = method, tol
-        self.weight = nnx.Param(random_rotation_log(rngs.params(), channels, param_dtype))
+    def __init__(self, channels: int, options: GlowOptions | None = None, *, rngs: nnx.Rngs):
+        options = options or GlowOptions()
+        self.channels = channels
+        self.options = options
+        self.weight = nnx.Param(random_rotation_log(rngs.params(), channels, options.param_dtype))
+
+    def check_forward(self, x) -> None:
+        """Images of the layer's channel count."""
+        check_image(x, self.name, self.channels)
 
     def _apply(self, x: jax.Array, sign: float) -> tuple[jax.Array, jax.Array]:
-        check_image(x, self.name, self.weight.shape[-1])
         w = sign * self.weight[...]
-        m, info = _matexp.expm(w, method=self.method, tol=self.tol)
+        m, info = _matexp.expm(w, method=self.options.expm_method, tol=self.options.expm_tol)
         _statistics.record(self, "expm_conv", info)
         log_det = jnp.trace(w) * x.shape[1] * x.shape[2]
         return jnp.einsum("bhwc,dc->bhwd", x, m), constant_log_det(log_det, x)
 
-    def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def _forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Data to latent: exp(W) x at every pixel."""
         return self._apply(x, 1.0)
 
-    def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def _inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Latent to data: exp(-W) y at every pixel."""
         return self._apply(y, -1.0)

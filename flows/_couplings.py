@@ -3,22 +3,22 @@
 A coupling splits the channels x = (x1, x2), passes x1 through, and transforms x2
 with parameters computed from x1 by a convolutional network (:class:`ConvNet`).
 :data:`COUPLINGS` maps the names a model or config uses to the classes; every class
-is built from the same :class:`CouplingOptions` by ``from_options``.
+is built from the model's :class:`flows.GlowOptions` as they are.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import abc
 import math
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _convolution, _matexp, _residuals, _stacked, _statistics
-from ._bijector import Bijector, check_image, sum_per_member
+from . import _backend, _matexp, _statistics
+from ._bijector import Bijector, check_image, scan, stack, sum_per_member
+from ._options import GlowOptions, copies_per_iteration
 
 
 class ResidualBlock(nnx.Module):
@@ -26,19 +26,19 @@ class ResidualBlock(nnx.Module):
 
     def __init__(self, channels: int, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
         kw = {"padding": "SAME", "param_dtype": param_dtype, "rngs": rngs}
-        self.conv1 = _convolution.conv(channels, channels, (3, 3), **kw)
-        self.conv2 = _convolution.conv(channels, channels, (1, 1), **kw)
-        self.conv3 = _convolution.conv(channels, channels, (3, 3), **kw)
+        self.conv1 = _backend.conv(channels, channels, (3, 3), **kw)
+        self.conv2 = _backend.conv(channels, channels, (1, 1), **kw)
+        self.conv3 = _backend.conv(channels, channels, (3, 3), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = _residuals.elu(self.conv1(x))
-        h = _residuals.elu(self.conv2(h))
-        return _residuals.elu(x + self.conv3(h))
+        h = _backend.elu(self.conv1(x))
+        h = _backend.elu(self.conv2(h))
+        return _backend.elu(x + self.conv3(h))
 
 
-@_residuals.recomputed
+@_backend.recomputed
 def _normalized(norm: nnx.LayerNorm, x: jax.Array) -> jax.Array:
-    """``norm(x)``, recomputed in the backward pass (:mod:`flows._residuals`)."""
+    """``norm(x)``, recomputed in the backward pass (:func:`flows._backend.recomputed`)."""
     return norm(x)
 
 
@@ -52,79 +52,32 @@ class ConvNet(nnx.Module):
     Args:
       in_channels: input channels.
       out_channels: output channels.
-      hidden_channels: width of the hidden layers (default 128).
-      residual_blocks: number of residual blocks (default 8).
-      param_dtype: dtype of the parameters (default float32).
-      unroll: residual blocks per iteration of their scan (``True``: all, unrolled).
+      options: the model's options; the network uses ``hidden_channels``,
+        ``residual_blocks``, ``param_dtype`` and ``scan_unroll``.
       rngs: random streams for the convolution kernels.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        hidden_channels: int = 128,
-        residual_blocks: int = 8,
-        param_dtype=jnp.float32,
-        unroll: int | bool = 1,
-        rngs: nnx.Rngs,
-    ):
-        self.unroll = _stacked.copies_per_iteration(unroll, residual_blocks)
-        conv = {"padding": "SAME", "param_dtype": param_dtype, "rngs": rngs}
-        self.conv_in = _convolution.conv(in_channels, hidden_channels, (3, 3), **conv)
-        self.norm = nnx.LayerNorm(hidden_channels, param_dtype=param_dtype, rngs=rngs)
+    def __init__(self, in_channels: int, out_channels: int, options: GlowOptions, *, rngs):
+        width, blocks, dtype = options.hidden_channels, options.residual_blocks, options.param_dtype
+        self.unroll = copies_per_iteration(options.scan_unroll, blocks)
+        conv = {"padding": "SAME", "param_dtype": dtype, "rngs": rngs}
+        self.conv_in = _backend.conv(in_channels, width, (3, 3), **conv)
+        self.norm = nnx.LayerNorm(width, param_dtype=dtype, rngs=rngs)
         self.blocks = (
-            _stacked.stack(
-                residual_blocks,
-                lambda rngs: ResidualBlock(hidden_channels, param_dtype=param_dtype, rngs=rngs),
-                rngs,
-            )
-            if residual_blocks
+            stack(blocks, lambda rngs: ResidualBlock(width, param_dtype=dtype, rngs=rngs), rngs)
+            if blocks
             else None
         )
         zeros = nnx.initializers.zeros_init()
-        self.conv_out = _convolution.conv(
-            hidden_channels, out_channels, (3, 3), kernel_init=zeros, bias_init=zeros, **conv
+        self.conv_out = _backend.conv(
+            width, out_channels, (3, 3), kernel_init=zeros, bias_init=zeros, **conv
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = _residuals.elu(_normalized(self.norm, self.conv_in(x)))
+        h = _backend.elu(_normalized(self.norm, self.conv_in(x)))
         if self.blocks is not None:
-            h = _stacked.scan(lambda h, block: block(h), h, self.blocks, unroll=self.unroll)
+            h = scan(lambda h, block: block(h), h, self.blocks, unroll=self.unroll)
         return self.conv_out(h)
-
-
-@dataclasses.dataclass(frozen=True)
-class CouplingOptions:
-    """Everything but the channel count that a coupling of :data:`COUPLINGS` is built from.
-
-    Attributes:
-      hidden_channels: width of the coupling network.
-      residual_blocks: residual blocks in the coupling network.
-      low_rank: matrix-exp couplings only: ``None`` for low-rank exactly when the
-        transformed half has more than 24 channels, or ``True``/``False``.
-      rank: matrix-exp couplings only: rank of the low-rank form.
-      action: matrix-exp couplings only: apply the exponential to each pixel's vector
-        without forming it (``True``), form it and multiply (``False``), or ``None`` for
-        the faster on this project's measurements (``ACTION_MIN_CHANNELS``).
-      method: exponential method of the matrix-exp couplings (and of the flow's 1x1
-        convolutions), one of ``flows.EXPM_METHODS`` or a registered name.
-      tol: tolerance of the jexpm methods (``None``: the dtype's unit roundoff).
-      param_dtype: dtype of the parameters.
-      unroll: stacked copies (flow steps, residual blocks) run per iteration of their
-        scan; ``True`` unrolls the scans (see :class:`flows.Glow`).
-    """
-
-    hidden_channels: int = 128
-    residual_blocks: int = 8
-    low_rank: bool | None = None
-    rank: int = 3
-    action: bool | None = None
-    method: str = "opt15"
-    tol: float | None = None
-    param_dtype: Any = jnp.float32
-    unroll: int | bool = 1
 
 
 class Coupling(Bijector):
@@ -139,59 +92,42 @@ class Coupling(Bijector):
     def __init__(
         self,
         channels: int,
+        options: GlowOptions | None = None,
         *,
-        hidden_channels: int = 128,
-        residual_blocks: int = 8,
-        param_dtype=jnp.float32,
-        unroll: int | bool = 1,
         rngs: nnx.Rngs,
         extra_outputs: int = 0,
     ):
         if channels < 2:
             raise ValueError(f"{self.name}: needs at least 2 channels, got {channels}")
+        options = options or GlowOptions()
         self.channels = channels
         self.c1 = channels // 2
         self.c2 = channels - self.c1
-        self.net = ConvNet(
-            self.c1,
-            self.c2 * self.outputs_per_channel + extra_outputs,
-            hidden_channels=hidden_channels,
-            residual_blocks=residual_blocks,
-            param_dtype=param_dtype,
-            unroll=unroll,
-            rngs=rngs,
-        )
+        out = self.c2 * self.outputs_per_channel + extra_outputs
+        self.net = ConvNet(self.c1, out, options, rngs=rngs)
 
-    @classmethod
-    def from_options(cls, channels: int, options: CouplingOptions, *, rngs: nnx.Rngs):
-        """The coupling for ``channels`` channels with the network of ``options``."""
-        return cls(
-            channels,
-            hidden_channels=options.hidden_channels,
-            residual_blocks=options.residual_blocks,
-            param_dtype=options.param_dtype,
-            unroll=options.unroll,
-            rngs=rngs,
-        )
+    def check_forward(self, x) -> None:
+        """Images of the layer's channel count."""
+        check_image(x, self.name, self.channels)
 
     def _split(self, x):
-        check_image(x, self.name, self.channels)
         return x[..., : self.c1], x[..., self.c1 :]
 
-    def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def _forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Data to latent: y2 = f(x2; net(x1)), y1 = x1."""
         x1, x2 = self._split(x)
         y2, log_det = self._transform(x2, self.net(x1), inverse=False)
         return jnp.concatenate([x1, y2], axis=-1), log_det
 
-    def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def _inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Latent to data: x2 = f^{-1}(y2; net(y1)), x1 = y1."""
         y1, y2 = self._split(y)
         x2, log_det = self._transform(y2, self.net(y1), inverse=True)
         return jnp.concatenate([y1, x2], axis=-1), log_det
 
-    def _transform(self, x2, h, *, inverse: bool):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _transform(self, x2, h, *, inverse: bool) -> tuple[jax.Array, jax.Array]:
+        """x2 -> (y2, log-det) given the network output h (and back with ``inverse``)."""
 
 
 class AdditiveCoupling(Coupling):
@@ -199,10 +135,7 @@ class AdditiveCoupling(Coupling):
 
     Args:
       channels: input channels; the first ``channels // 2`` condition the rest.
-      hidden_channels: width of the coupling network (default 128).
-      residual_blocks: residual blocks in the coupling network (default 8).
-      param_dtype: dtype of the parameters (default float32).
-      unroll: residual blocks per iteration of the network's scan (default 1).
+      options: the model's options; the network's (see :class:`ConvNet`).
       rngs: random streams for the network.
     """
 
@@ -219,10 +152,7 @@ class AffineCoupling(Coupling):
 
     Args:
       channels: input channels; the first ``channels // 2`` condition the rest.
-      hidden_channels: width of the coupling network (default 128).
-      residual_blocks: residual blocks in the coupling network (default 8).
-      param_dtype: dtype of the parameters (default float32).
-      unroll: residual blocks per iteration of the network's scan (default 1).
+      options: the model's options; the network's (see :class:`ConvNet`).
       rngs: random streams for the network.
     """
 
@@ -275,85 +205,38 @@ class MatrixExpCoupling(Coupling):
     Args:
       channels: input channels; the first ``channels // 2`` condition the other
         :math:`c_2` = ``channels - channels // 2``.
-      hidden_channels: width of the coupling network (default 128).
-      residual_blocks: residual blocks in the coupling network (default 8).
-      low_rank: ``True`` for the low-rank form, ``False`` for full S, ``None``
-        (default) for low-rank exactly when :math:`c_2 > 24`, as in the paper.
-      rank: rank of the low-rank form (default 3).
-      action: ``True`` to apply the exponential without forming it, ``False`` to form
-        it, ``None`` (default): always in the low-rank form, and for full S when
-        :math:`c_2` >= ``ACTION_MIN_CHANNELS``.
-      method: exponential method, one of ``flows.EXPM_METHODS`` (default "opt15") or a
-        name registered with ``flows.register_exponential``.
-      tol: tolerance for the jexpm methods (``None``: the dtype's unit roundoff).
-      param_dtype: dtype of the parameters (default float32).
-      unroll: residual blocks per iteration of the network's scan (default 1).
+      options: the model's options; besides the network's, ``low_rank`` (``None``: low
+        rank exactly when :math:`c_2 > 24`, as in the paper), ``rank``,
+        ``coupling_action`` (``None``: always in the low-rank form, and for full S when
+        :math:`c_2` >= :data:`ACTION_MIN_CHANNELS`), ``expm_method`` and ``expm_tol``.
       rngs: random streams for the network and the low-rank offset.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        *,
-        hidden_channels: int = 128,
-        residual_blocks: int = 8,
-        low_rank: bool | None = None,
-        rank: int = 3,
-        action: bool | None = None,
-        method: str = "opt15",
-        tol: float | None = None,
-        param_dtype=jnp.float32,
-        unroll: int | bool = 1,
-        rngs: nnx.Rngs,
-    ):
-        _matexp.check_method(method, tol)
+    def __init__(self, channels: int, options: GlowOptions | None = None, *, rngs: nnx.Rngs):
+        options = options or GlowOptions()
         c2 = channels - channels // 2
-        self.low_rank = c2 > 24 if low_rank is None else bool(low_rank)
-        if action is None:
-            action = self.low_rank or c2 >= ACTION_MIN_CHANNELS
-        self.action = bool(action)
-        if self.low_rank and not (isinstance(rank, int) and 1 <= rank <= c2):
+        self.low_rank = c2 > 24 if options.low_rank is None else bool(options.low_rank)
+        action = options.coupling_action
+        self.action = bool(self.low_rank or c2 >= ACTION_MIN_CHANNELS if action is None else action)
+        rank = options.rank
+        if self.low_rank and rank > c2:
             raise ValueError(f"{self.name}: rank must be in [1, {c2}], got {rank!r}")
         self.rank = rank
-        self.method, self.tol = method, tol
+        self.expm_method, self.expm_tol = options.expm_method, options.expm_tol
         n_raw = 2 * rank * c2 if self.low_rank else c2 * c2
-        super().__init__(
-            channels,
-            hidden_channels=hidden_channels,
-            residual_blocks=residual_blocks,
-            param_dtype=param_dtype,
-            unroll=unroll,
-            rngs=rngs,
-            extra_outputs=n_raw,
-        )
+        super().__init__(channels, options, rngs=rngs, extra_outputs=n_raw)
+        dtype = options.param_dtype
         rho = 1.0 / math.sqrt(c2) if self.low_rank else 1.0 / c2
-        self.alpha = nnx.Param(jnp.full((n_raw,), 1.0 / 8, param_dtype))
-        self.beta = nnx.Param(jnp.zeros((n_raw,), param_dtype))
-        self.rho = nnx.Param(jnp.full((n_raw,), rho, param_dtype))
-        sigma = jnp.zeros((n_raw,), param_dtype)
+        self.alpha = nnx.Param(jnp.full((n_raw,), 1.0 / 8, dtype))
+        self.beta = nnx.Param(jnp.zeros((n_raw,), dtype))
+        self.rho = nnx.Param(jnp.full((n_raw,), rho, dtype))
+        sigma = jnp.zeros((n_raw,), dtype)
         if self.low_rank:
-            u0 = jax.random.normal(rngs.params(), (rank * c2,), param_dtype) / math.sqrt(c2)
+            u0 = jax.random.normal(rngs.params(), (rank * c2,), dtype) / math.sqrt(c2)
             sigma = sigma.at[: rank * c2].set(u0)
         self.sigma = nnx.Param(sigma)
 
-    @classmethod
-    def from_options(cls, channels: int, options: CouplingOptions, *, rngs: nnx.Rngs):
-        """The coupling for ``channels`` channels as ``options`` describe it."""
-        return cls(
-            channels,
-            hidden_channels=options.hidden_channels,
-            residual_blocks=options.residual_blocks,
-            low_rank=options.low_rank,
-            rank=options.rank,
-            action=options.action,
-            method=options.method,
-            tol=options.tol,
-            param_dtype=options.param_dtype,
-            unroll=options.unroll,
-            rngs=rngs,
-        )
-
-    @_residuals.recomputed
+    @_backend.recomputed
     def generator(self, raw: jax.Array):
         """S, or its factors (U, V) in the low-rank form, from the raw network output."""
         s = self.rho[...] * jnp.tanh(self.alpha[...] * raw + self.beta[...]) + self.sigma[...]
@@ -368,7 +251,7 @@ class MatrixExpCoupling(Coupling):
     def _transform(self, x2, h, *, inverse):
         b, raw = h[..., : self.c2], h[..., self.c2 :]
         sign = -1.0 if inverse else 1.0
-        kw = {"method": self.method, "tol": self.tol}
+        kw = {"method": self.expm_method, "tol": self.expm_tol}
         x = x2 - b if inverse else x2
         generator = self.generator(raw)
         name = "expm_coupling"
@@ -400,8 +283,7 @@ def _apply(e: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.einsum("...ij,...j->...i", e, x)
 
 
-#: Coupling name -> class; every class is built by ``from_options(channels, options,
-#: rngs=rngs)``.
+#: Coupling name -> class; every class is built by ``cls(channels, options, rngs=rngs)``.
 COUPLINGS: Mapping[str, type[Coupling]] = {
     "matrix_exp": MatrixExpCoupling,
     "affine": AffineCoupling,

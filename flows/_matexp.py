@@ -89,8 +89,8 @@ def register_exponential(
     """Make ``name`` a method that every flow layer accepts, computed by ``expm``.
 
     The layers look the method up when they are traced, so a model built with
-    ``method=name`` uses ``expm`` for every exponential. :class:`flows.Glow` and the
-    layers accept any registered name; the training configs accept :data:`flows.EXPM_METHODS`.
+    ``GlowOptions(expm_method=name)`` uses ``expm`` for every exponential. Code may
+    name any registered method; the command line takes :data:`METHODS`.
 
     Args:
       name: the method name.
@@ -109,7 +109,8 @@ def register_exponential(
       >>> import flows
       >>> flows.register_exponential(
       ...     "I + A", lambda a, tol: jnp.eye(a.shape[-1], dtype=a.dtype) + a, replace=True)
-      >>> conv = flows.MatrixExp1x1Conv(3, method="I + A", rngs=nnx.Rngs(0))
+      >>> options = flows.GlowOptions(expm_method="I + A")
+      >>> conv = flows.MatrixExp1x1Conv(3, options, rngs=nnx.Rngs(0))
     """
     if name in METHODS or (name in _REGISTRY and not replace):
         raise ValueError(f"expm method {name!r} is registered already")

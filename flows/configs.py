@@ -2,7 +2,9 @@
 
 A :class:`Config` is a frozen dataclass; :func:`get_config` returns a named preset and
 :func:`override` changes fields from ``key=value`` strings (what ``--set`` on the
-command line does), checking names and values.
+command line does), checking names and values. The model's fields are one
+:class:`flows.GlowOptions`, ``Config.model``, set by the same ``key=value`` strings
+(``--set expm_method=ps``) and checked where that is built.
 
 Presets (:data:`PRESETS`):
 
@@ -25,8 +27,7 @@ import types
 import typing
 from collections.abc import Mapping
 
-from . import _matexp
-from ._couplings import COUPLINGS
+from ._options import GlowOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,19 +37,8 @@ class Config:
     Attributes:
       dataset: one of ``flows.input_pipeline.DATASETS``.
       data_dir: where TFDS data were prepared (``None``: TFDS's default).
-      levels: Glow levels.
-      steps_per_level: flow steps per level (one int per level).
-      hidden_channels: width of the coupling networks.
-      residual_blocks: residual blocks per coupling network.
-      coupling: "matrix_exp", "affine" or "additive".
-      low_rank: low-rank matrix-exp couplings (``None``: when more than 24 channels).
-      rank: rank of the low-rank couplings.
-      coupling_action: matrix-exp couplings apply the exponential without forming it
-        (``None``: the faster per size, see ``flows.MatrixExpCoupling``).
-      expm_method: the matrix exponential: "opt15", "ps", "baseline" or "jax.scipy".
-      expm_tol: tolerance of the jexpm methods (``None``: float32 unit roundoff).
-      scan_unroll: flow steps and residual blocks per iteration of their scans
-        (``True``: unrolled; faster steps, compile time growing with depth).
+      model: the model's options (levels, steps, coupling, widths, exponential,
+        ``scan_unroll``; see :class:`flows.GlowOptions`).
       batch_size: training batch size (global, split over the devices).
       eval_batch_size: evaluation batch size.
       num_epochs: training length in epochs, used when ``num_train_steps`` is ``None``.
@@ -72,17 +62,7 @@ class Config:
 
     dataset: str = "default"
     data_dir: str | None = None
-    levels: int = 3
-    steps_per_level: tuple[int, ...] = (8, 4, 2)
-    hidden_channels: int = 128
-    residual_blocks: int = 8
-    coupling: str = "matrix_exp"
-    low_rank: bool | None = None
-    rank: int = 3
-    coupling_action: bool | None = None
-    expm_method: str = "opt15"
-    expm_tol: float | None = None
-    scan_unroll: int | bool = 1
+    model: GlowOptions = dataclasses.field(default_factory=GlowOptions)
     batch_size: int = 64
     eval_batch_size: int = 256
     num_epochs: float = 50.0
@@ -110,23 +90,7 @@ class Config:
             raise ValueError(
                 f"unknown dataset {self.dataset!r}; choose one of {tuple(input_pipeline.DATASETS)}"
             )
-        if self.coupling not in COUPLINGS:
-            raise ValueError(
-                f"unknown coupling {self.coupling!r}; choose one of {tuple(COUPLINGS)}"
-            )
-        if self.expm_method not in _matexp.METHODS:
-            raise ValueError(
-                f"unknown expm_method {self.expm_method!r}; choose one of {_matexp.METHODS}"
-            )
-        _matexp.check_method(self.expm_method, self.expm_tol, "Config.expm_tol")
-        if len(self.steps_per_level) != self.levels:
-            raise ValueError(
-                f"steps_per_level {self.steps_per_level} must have one entry per level "
-                f"(levels={self.levels})"
-            )
         positive = [
-            "levels",
-            "hidden_channels",
             "batch_size",
             "eval_batch_size",
             "learning_rate",
@@ -147,17 +111,14 @@ class Config:
         for name in ("b1", "b2", "ema_decay", "decay_factor"):
             if not 0 <= getattr(self, name) < 1 + (name == "decay_factor"):
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if self.residual_blocks < 0 or self.warmup_epochs < 0:
-            raise ValueError("residual_blocks and warmup_epochs must be non-negative")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be non-negative, got {self.warmup_epochs!r}")
 
 
 #: Preset name -> its :class:`Config` (see the module docstring).
 PRESETS: Mapping[str, Config] = {
     "default": Config(
-        levels=3,
-        steps_per_level=(2, 2, 2),
-        hidden_channels=32,
-        residual_blocks=1,
+        model=GlowOptions(steps_per_level=(2, 2, 2), hidden_channels=32, residual_blocks=1),
         batch_size=32,
         num_epochs=4.0,
         learning_rate=2e-3,
@@ -176,17 +137,12 @@ PRESETS: Mapping[str, Config] = {
     ),
     "imagenet64": Config(
         dataset="imagenet_resized/64x64",
-        levels=4,
-        steps_per_level=(8, 4, 2, 2),
-        residual_blocks=10,
+        model=GlowOptions(levels=4, steps_per_level=(8, 4, 2, 2), residual_blocks=10),
         decay_epochs=(20.0, 40.0),
         ema_decay=0.9999,
     ),
     "test": Config(
-        levels=2,
-        steps_per_level=(1, 1),
-        hidden_channels=8,
-        residual_blocks=1,
+        model=GlowOptions(levels=2, steps_per_level=(1, 1), hidden_channels=8, residual_blocks=1),
         batch_size=8,
         eval_batch_size=64,
         num_train_steps=6,
@@ -213,34 +169,64 @@ def get_config(name: str = "default") -> Config:
 def override(config: Config, assignments: list[str]) -> Config:
     """Apply ``key=value`` strings, parsing each value as the field's type.
 
+    A key is a field of :class:`Config` or of its ``model`` (:class:`flows.GlowOptions`).
+
     Raises:
       ValueError: an unknown key, a value of the wrong type, or an invalid result.
     """
-    hints = typing.get_type_hints(Config)
-    changes = {}
+    own = typing.get_type_hints(Config)
+    model = typing.get_type_hints(GlowOptions)
+    changes: dict[str, object] = {}
+    model_changes: dict[str, object] = {}
     for item in assignments:
         key, sep, text = item.partition("=")
-        if not sep or key not in hints:
-            known = ", ".join(f.name for f in dataclasses.fields(Config))
-            raise ValueError(f"bad override {item!r}: expected key=value with key one of {known}")
-        changes[key] = _parse(key, text, hints[key])
+        if sep and key in model and key != "param_dtype":
+            model_changes[key] = _parse(key, text, model[key])
+        elif sep and key in own and key != "model":
+            changes[key] = _parse(key, text, own[key])
+        else:
+            known = [f.name for f in dataclasses.fields(Config) if f.name != "model"]
+            known += [f.name for f in dataclasses.fields(GlowOptions) if f.name != "param_dtype"]
+            raise ValueError(
+                f"bad override {item!r}: expected key=value with key one of {', '.join(known)}"
+            )
+    if model_changes:
+        changes["model"] = dataclasses.replace(config.model, **model_changes)
     return dataclasses.replace(config, **changes)
 
 
 def _parse(key: str, text: str, hint) -> object:
-    base = hint
-    if isinstance(hint, types.UnionType):  # X | None
-        if text.lower() == "none":
+    """``text`` as a value of type ``hint``: a union, a tuple, a bool, a Literal or a scalar.
+
+    A union takes ``none`` for ``None``, else its first member that parses ``text``;
+    a Literal member (``Method | str``) ends the search: the command line names the
+    built-in choices only.
+    """
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = typing.get_args(hint)
+        if type(None) in members and text.lower() == "none":
             return None
-        base = next(a for a in typing.get_args(hint) if a is not type(None))
+        for member in members:
+            if member is type(None):
+                continue
+            try:
+                return _parse(key, text, member)
+            except ValueError:
+                if typing.get_origin(member) is typing.Literal:
+                    raise
+        raise ValueError(f"bad value for {key}: {text!r} is not a {hint}")
+    if typing.get_origin(hint) is typing.Literal:
+        if text not in typing.get_args(hint):
+            raise ValueError(f"unknown {key} {text!r}; choose one of {typing.get_args(hint)}")
+        return text
     try:
-        if typing.get_origin(base) is tuple:
-            (elem, *_) = typing.get_args(base)
+        if typing.get_origin(hint) is tuple:
+            (elem, *_) = typing.get_args(hint)
             return tuple(elem(v) for v in text.split(",") if v.strip())
-        if base is bool:
+        if hint is bool:
             if text.lower() not in ("true", "false"):
                 raise ValueError(text)
             return text.lower() == "true"
-        return base(text)
+        return hint(text)
     except ValueError:
         raise ValueError(f"bad value for {key}: {text!r} is not a {hint}") from None

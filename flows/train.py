@@ -54,8 +54,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import _plotting, _statistics, configs, input_pipeline
-from ._compiler import compiler_options
+from ._backend import compiler_options as compiler_options  # what the programs compile with
 from ._glow import Glow, dequantize, to_uint8
+from ._options import GlowOptions
 
 # Independent random streams derived from the seed: dequantisation noise of training
 # step k is fold_in(fold_in(key(seed), _TRAIN_STREAM), k), and so on.
@@ -88,26 +89,12 @@ def create_model(config: configs.Config, image_shape: Sequence[int], seed: int) 
     shape (85 of the 143 programs a run of the ``test`` preset compiled). The compilation
     cache then keeps that one program for the next process, e.g. a resumed run.
     """
-    return _build_model(config, tuple(image_shape), jax.random.key(seed))
+    return _build_model(config.model, tuple(image_shape), jax.random.key(seed))
 
 
 @functools.partial(nnx.jit, static_argnums=(0, 1))
-def _build_model(config: configs.Config, image_shape: tuple[int, ...], key: jax.Array) -> Glow:
-    return Glow(
-        image_shape,
-        levels=config.levels,
-        steps_per_level=config.steps_per_level,
-        hidden_channels=config.hidden_channels,
-        residual_blocks=config.residual_blocks,
-        coupling=config.coupling,
-        low_rank=config.low_rank,
-        rank=config.rank,
-        action=config.coupling_action,
-        method=config.expm_method,
-        tol=config.expm_tol,
-        unroll=config.scan_unroll,
-        rngs=nnx.Rngs(key),
-    )
+def _build_model(options: GlowOptions, image_shape: tuple[int, ...], key: jax.Array) -> Glow:
+    return Glow(image_shape, options, rngs=nnx.Rngs(key))
 
 
 def learning_rate_schedule(config: configs.Config, steps_per_epoch: int) -> optax.Schedule:
@@ -197,9 +184,8 @@ def train_step(
 ) -> tuple[TrainState, dict[str, Any]]:
     """One optimisation step on a batch of uint8 images (pure; jit it with the keywords bound).
 
-    Compile it with ``compiler_options=flows.compiler_options()``, as
-    :func:`train_and_evaluate` does: on the CPU the CIFAR-10-shape step is 20-34%
-    faster, the ImageNet 64x64-shape one 13-25% (``docs/results/glow_step.md``).
+    :func:`train_and_evaluate` compiles it with the backend's compile options
+    (``flows._backend``; docs/design.md, section 9a, item 1).
 
     Returns:
       The new state and the metrics: ``bits_per_dim`` (NaN for a skipped batch),
@@ -287,8 +273,7 @@ class _Data:
             self._stream = None
         else:
             stream = iter(train_data)
-            first = np.asarray(next(stream))
-            _check_batch(first, config.batch_size, "train_data")
+            first = np.asarray(next(stream))  # checked as the first training batch
             self.train = None
             self.image_shape = first.shape[1:]
             self._first = first
@@ -325,7 +310,8 @@ class _Data:
             images = np.asarray(next(batches))
         except StopIteration:
             raise ValueError(f"train_data ran out of batches at step {step}") from None
-        _check_batch(images, self.config.batch_size // self.shard[1], "train batch")
+        if self.train is None:  # a user's batch enters here; the source's are made right
+            _check_batch(images, self.config.batch_size, "train batch")
         return images
 
     def eval_batches(self) -> Iterator[tuple[np.ndarray, int]]:
@@ -339,10 +325,11 @@ class _Data:
 
 
 def _check_batch(batch: np.ndarray, batch_size: int, name: str) -> None:
-    if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[0] != batch_size:
+    """The batch's shape; its dtype is :func:`flows.dequantize`'s to check."""
+    if batch.ndim != 4 or batch.shape[0] != batch_size:
         raise ValueError(
-            f"{name}: expected uint8 batches of shape (batch_size={batch_size}, H, W, C), "
-            f"got {batch.dtype} {batch.shape}"
+            f"{name}: expected batches of shape (batch_size={batch_size}, H, W, C), "
+            f"got {batch.shape}"
         )
 
 
@@ -396,7 +383,7 @@ def train_and_evaluate(
     if start and jax.process_index() == 0:
         _log(f"resumed from the checkpoint at step {start}")
 
-    options = compiler_options()
+    options = compiler_options()  # the program's one platform decision
     step_fn = jax.jit(
         functools.partial(train_step, graphdef=graphdef, tx=tx, ema_decay=config.ema_decay),
         in_shardings=(replicated, sharded, replicated),
@@ -729,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     workdir = args.workdir or f"runs/{args.config}"
     primary = jax.process_index() == 0
     if primary:
-        _log(f"config {args.config}: " + json.dumps(dataclasses.asdict(config)))
+        _log(f"config {args.config}: " + json.dumps(dataclasses.asdict(config), default=str))
         _log(f"processes: {jax.process_count()}, devices: {jax.devices()}")
     result = train_and_evaluate(config, workdir)
     if primary:

@@ -10,31 +10,29 @@ import numpy as np
 import pytest
 from jax import lax
 
-import flows
-from flows import _compiler
+from flows import _backend
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def test_the_cpu_gets_its_options_and_other_backends_none():
     assert jax.default_backend() == "cpu"
-    assert flows.compiler_options() == _compiler.CPU_OPTIONS
-    assert flows.compiler_options("cpu") == _compiler.CPU_OPTIONS
-    assert flows.compiler_options("gpu") == {} and flows.compiler_options("tpu") == {}
+    assert _backend.compiler_options() == _backend.CPU.compiler_options
+    assert _backend.compiler_options("cpu") == _backend.CPU.compiler_options
+    assert _backend.compiler_options("gpu") == {} and _backend.compiler_options("tpu") == {}
     # Each call returns its own dict: a caller's change cannot leak into the next.
-    flows.compiler_options()["xla_cpu_experimental_ynn_fusion_type"] = "changed"
-    assert flows.compiler_options() == _compiler.CPU_OPTIONS
+    _backend.compiler_options()["xla_cpu_experimental_ynn_fusion_type"] = "changed"
+    assert _backend.compiler_options() == _backend.CPU.compiler_options
 
 
 def test_an_xla_without_the_option_gets_none(monkeypatch):
-    monkeypatch.setattr(_compiler, "CPU_OPTIONS", {"xla_cpu_no_such_option_here": ""})
-    _compiler._cpu_options_known.cache_clear()
+    unknown = _backend.Tuning({"xla_cpu_no_such_option_here": ""}, True)
+    monkeypatch.setitem(_backend.TUNING, "cpu", unknown)  # pyright: ignore[reportArgumentType]
     try:
-        assert flows.compiler_options() == {}
+        assert _backend.compiler_options() == {}
     finally:
         monkeypatch.undo()
-        _compiler._cpu_options_known.cache_clear()
-    assert flows.compiler_options() == _compiler.CPU_OPTIONS
+    assert _backend.compiler_options() == _backend.CPU.compiler_options
 
 
 def _biased_conv_value_and_grads(x, w, b):
@@ -66,7 +64,7 @@ def _ynnpack_opcodes(hlo: str) -> set[str]:
 
 def _compiled_both_ways(f, *args):
     default = jax.jit(f).lower(*args).compile()
-    return default, jax.jit(f, compiler_options=flows.compiler_options()).lower(*args).compile()
+    return default, jax.jit(f, compiler_options=_backend.compiler_options()).lower(*args).compile()
 
 
 def test_convolutions_leave_ynnpack_and_results_are_the_same():
@@ -105,8 +103,8 @@ def test_products_and_reductions_stay_in_ynnpack():
 
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
 def test_no_compilation_is_spent_off_the_cpu(backend, monkeypatch):
-    def fail():
+    def fail(options):
         raise AssertionError("compiled a probe for a backend that needs none")
 
-    monkeypatch.setattr(_compiler, "_cpu_options_known", fail)
-    assert flows.compiler_options(backend) == {}
+    monkeypatch.setattr(_backend, "_options_known", fail)
+    assert _backend.compiler_options(backend) == {}

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from jax import lax
 
-from flows import _convolution, _random
+from flows import _backend
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def _inputs(kernel, c_in=3, c_out=5, dtype=jnp.float32):
     kx, kw = jax.random.split(jax.random.key(0))
-    x = _random.normal(kx, (2, 7, 6, c_in), dtype)
-    w = _random.normal(kw, (*kernel, c_in, c_out), dtype)
+    x = _backend.normal(kx, (2, 7, 6, c_in), dtype)
+    w = _backend.normal(kw, (*kernel, c_in, c_out), dtype)
     return x, w
 
 
@@ -39,10 +39,10 @@ def test_values_and_gradients_match_lax(kernel, padding):
     x, w = _inputs(kernel)
     args = {"window_strides": (1, 1), "padding": padding, "dimension_numbers": NHWC}
     want = lax.conv_general_dilated(x, w, **args)
-    got = _convolution.conv_general_dilated(x, w, **args)
+    got = _backend.conv_general_dilated(x, w, **args)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     grad_want = jax.grad(_loss, argnums=(1, 2))(lax.conv_general_dilated, x, w, **args)
-    grad_got = jax.grad(_loss, argnums=(1, 2))(_convolution.conv_general_dilated, x, w, **args)
+    grad_got = jax.grad(_loss, argnums=(1, 2))(_backend.conv_general_dilated, x, w, **args)
     for g, h in zip(grad_got, grad_want, strict=True):
         assert g.shape == h.shape
         np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(h))))
@@ -61,12 +61,12 @@ def test_other_convolutions_go_through_lax():
         },
     ):
         want = jax.grad(_loss, argnums=2)(lax.conv_general_dilated, x, w, **args)
-        got = jax.grad(_loss, argnums=2)(_convolution.conv_general_dilated, x, w, **args)
+        got = jax.grad(_loss, argnums=2)(_backend.conv_general_dilated, x, w, **args)
         np.testing.assert_array_equal(got, want)
     x_nchw = jnp.transpose(x, (0, 3, 1, 2))
     w_oihw = jnp.transpose(w, (3, 2, 0, 1))
     np.testing.assert_array_equal(
-        _convolution.conv_general_dilated(x_nchw, w_oihw, (1, 1), "SAME"),
+        _backend.conv_general_dilated(x_nchw, w_oihw, (1, 1), "SAME"),
         lax.conv_general_dilated(x_nchw, w_oihw, (1, 1), "SAME"),
     )
 
@@ -82,7 +82,7 @@ def test_second_derivative_matches_lax():
         return jnp.sum(g**2)
 
     want = jax.grad(grad_norm, argnums=1)(lax.conv_general_dilated, w)
-    got = jax.grad(grad_norm, argnums=1)(_convolution.conv_general_dilated, w)
+    got = jax.grad(grad_norm, argnums=1)(_backend.conv_general_dilated, w)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))))
 
 
@@ -103,6 +103,6 @@ def test_gradient_convolutions_in_a_scan_stay_nhwc():
         hlo = jax.jit(jax.grad(loss)).lower(ws).compile().as_text()
         return {m for m in re.findall(r"dim_labels=([^,\s]+)", hlo)}
 
-    assert labels(_convolution.conv_general_dilated) == {"b01f_01io->b01f"}
+    assert labels(_backend.conv_general_dilated) == {"b01f_01io->b01f"}
     # JAX's own transposition rule gives other forms: the check can fail.
     assert labels(lax.conv_general_dilated) != {"b01f_01io->b01f"}

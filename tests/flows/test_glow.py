@@ -13,13 +13,14 @@ import pytest
 from flax import nnx
 
 import flows
-from flows import _random
+from flows import _backend
 
 TINY = dict(levels=2, steps_per_level=(2, 1), hidden_channels=8, residual_blocks=1)
 
 
 def tiny(method="opt15", seed=0, **kw):
-    return flows.Glow((8, 8, 3), **{**TINY, **kw}, method=method, rngs=nnx.Rngs(seed))
+    options = flows.GlowOptions(**{**TINY, **kw}, expm_method=method)
+    return flows.Glow((8, 8, 3), options, rngs=nnx.Rngs(seed))
 
 
 def images(n=4, seed=0):
@@ -59,7 +60,9 @@ def test_paper_architecture_by_default():
 
 def test_imagenet64_top_level_goes_low_rank():
     model = nnx.eval_shape(
-        lambda: flows.Glow((64, 64, 3), levels=4, steps_per_level=2, rngs=nnx.Rngs(0))
+        lambda: flows.Glow(
+            (64, 64, 3), flows.GlowOptions(levels=4, steps_per_level=2), rngs=nnx.Rngs(0)
+        )
     )
     c2 = [level.steps.coupling.c2 for level in model.levels]
     low = [level.steps.coupling.low_rank for level in model.levels]
@@ -86,7 +89,7 @@ def test_sample_then_encode_returns_the_latents():
     assert x.shape == (3, 8, 8, 3)
     keys = jax.random.split(key, len(model.latent_shapes))
     expected = [
-        0.7 * _random.normal(k, (3, *s)) for k, s in zip(keys, model.latent_shapes, strict=True)
+        0.7 * _backend.normal(k, (3, *s)) for k, s in zip(keys, model.latent_shapes, strict=True)
     ]
     latents, _ = encode(model, x)
     for z, e in zip(latents, expected, strict=True):
@@ -167,15 +170,15 @@ def test_bad_configurations_raise():
     with pytest.raises(ValueError, match=r"divisible by 2\*\*levels = 8.*\(12, 12, 3\)"):
         flows.Glow((12, 12, 3), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="steps_per_level must be"):
-        flows.Glow((8, 8, 3), levels=2, steps_per_level=(1, 2, 3), rngs=nnx.Rngs(0))
+        flows.GlowOptions(levels=2, steps_per_level=(1, 2, 3))
     with pytest.raises(ValueError, match="unknown coupling 'spline'"):
-        flows.Glow((8, 8, 3), levels=2, steps_per_level=1, coupling="spline", rngs=nnx.Rngs(0))
+        flows.GlowOptions(levels=2, steps_per_level=1, coupling="spline")
     with pytest.raises(ValueError, match="unknown expm method"):
-        flows.Glow((8, 8, 3), levels=2, steps_per_level=1, method="pade", rngs=nnx.Rngs(0))
+        flows.GlowOptions(levels=2, steps_per_level=1, expm_method="pade")
     with pytest.raises(ValueError, match="image_shape must be"):
         flows.Glow((8, 8), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="unroll must be True, False or an int >= 1, got 0"):
-        flows.Glow((8, 8, 3), levels=2, steps_per_level=1, unroll=0, rngs=nnx.Rngs(0))
+        flows.GlowOptions(levels=2, steps_per_level=1, scan_unroll=0)
 
 
 def test_bad_inputs_raise():
@@ -214,7 +217,7 @@ def test_unrolled_scans_compute_the_same_model(unroll):
     scan (steps and residual blocks) gets the unroll."""
     x = data()
     models = [
-        tiny(levels=1, steps_per_level=(3,), residual_blocks=2, unroll=u) for u in (1, unroll)
+        tiny(levels=1, steps_per_level=(3,), residual_blocks=2, scan_unroll=u) for u in (1, unroll)
     ]
     for model in models:
         model.initialize(x)

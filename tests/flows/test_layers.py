@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 import flows
-from flows import _random
+from flows import _backend
 from tests.helpers import enable_x64
 
 SHAPE = (3, 4, 4, 6)  # (batch, height, width, channels)
@@ -27,16 +27,19 @@ class Entry:
     core: bool = True  # False: a method variant, checked for invertibility only
 
 
+def options(**kw):
+    return flows.GlowOptions(**{**SMALL, **kw})
+
+
 def _coupling(cls, **kw):
-    return lambda rngs, pd: cls(SHAPE[-1], param_dtype=pd, rngs=rngs, **SMALL, **kw)
+    return lambda rngs, pd: cls(SHAPE[-1], options(param_dtype=pd, **kw), rngs=rngs)
 
 
 def _from_registry(name: str, **kw):
     """A coupling of flows.COUPLINGS, built the way a model builds it."""
 
     def build(rngs, pd):
-        options = flows.CouplingOptions(**SMALL, param_dtype=pd, **kw)
-        return flows.COUPLINGS[name].from_options(SHAPE[-1], options, rngs=rngs)
+        return flows.COUPLINGS[name](SHAPE[-1], options(param_dtype=pd, **kw), rngs=rngs)
 
     return build
 
@@ -46,22 +49,17 @@ REGISTRY = {
     "squeeze": Entry(lambda rngs, pd: flows.Squeeze(), identity_at_init=False),
     "split": Entry(lambda rngs, pd: flows.Split(SHAPE[-1], param_dtype=pd, rngs=rngs)),
     **{name: Entry(_from_registry(name, low_rank=False)) for name in flows.COUPLINGS},
-    "matrix_exp_action": Entry(_from_registry("matrix_exp", low_rank=False, action=True)),
+    "matrix_exp_action": Entry(_from_registry("matrix_exp", low_rank=False, coupling_action=True)),
     "matrix_exp_low_rank": Entry(_from_registry("matrix_exp", low_rank=True, rank=2)),
     "matrix_exp_low_rank_formed": Entry(
-        _from_registry("matrix_exp", low_rank=True, rank=2, action=False)
+        _from_registry("matrix_exp", low_rank=True, rank=2, coupling_action=False)
     ),
     "matrix_exp_1x1": Entry(
-        lambda rngs, pd: flows.MatrixExp1x1Conv(SHAPE[-1], param_dtype=pd, rngs=rngs),
+        lambda rngs, pd: flows.MatrixExp1x1Conv(SHAPE[-1], options(param_dtype=pd), rngs=rngs),
         identity_at_init=False,
     ),
     "flow_step": Entry(
-        lambda rngs, pd: flows.FlowStep(
-            SHAPE[1:],
-            coupling="matrix_exp",
-            options=flows.CouplingOptions(**SMALL, param_dtype=pd),
-            rngs=rngs,
-        ),
+        lambda rngs, pd: flows.FlowStep(SHAPE[1:], options(param_dtype=pd), rngs=rngs),
         identity_at_init=False,
     ),
     "level": Entry(
@@ -69,8 +67,7 @@ REGISTRY = {
             SHAPE[1:],
             2,
             split=True,
-            coupling="matrix_exp",
-            options=flows.CouplingOptions(**SMALL, param_dtype=pd),
+            options=options(param_dtype=pd),
             rngs=rngs,
         ),
         identity_at_init=False,
@@ -85,14 +82,14 @@ REGISTRY = {
 # Every exact exponential method through both matrix-exp layers.
 for _method in ("ps", "baseline", "jax.scipy"):
     REGISTRY[f"matrix_exp[{_method}]"] = Entry(
-        _coupling(flows.MatrixExpCoupling, low_rank=False, method=_method), core=False
+        _coupling(flows.MatrixExpCoupling, low_rank=False, expm_method=_method), core=False
     )
     REGISTRY[f"matrix_exp_low_rank[{_method}]"] = Entry(
-        _coupling(flows.MatrixExpCoupling, low_rank=True, rank=2, method=_method), core=False
+        _coupling(flows.MatrixExpCoupling, low_rank=True, rank=2, expm_method=_method), core=False
     )
     REGISTRY[f"matrix_exp_1x1[{_method}]"] = Entry(
         lambda rngs, pd, m=_method: flows.MatrixExp1x1Conv(
-            SHAPE[-1], method=m, param_dtype=pd, rngs=rngs
+            SHAPE[-1], options(expm_method=m, param_dtype=pd), rngs=rngs
         ),
         identity_at_init=False,
         core=False,
@@ -118,7 +115,7 @@ def perturbed(name: str, seed: int = 0, param_dtype=jnp.float32, scale: float = 
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed + 100), len(leaves) + 1)
     noisy = [
-        p + scale * _random.normal(k, p.shape, p.dtype) / np.sqrt(max(p.shape[-1], 1))
+        p + scale * _backend.normal(k, p.shape, p.dtype) / np.sqrt(max(p.shape[-1], 1))
         for p, k in zip(leaves, keys[:-1], strict=True)
     ]
     nnx.update(layer, jax.tree.unflatten(treedef, noisy))
@@ -126,7 +123,7 @@ def perturbed(name: str, seed: int = 0, param_dtype=jnp.float32, scale: float = 
 
 
 def inputs(seed: int = 1, shape=SHAPE, dtype=jnp.float32):
-    return _random.normal(jax.random.key(seed), shape, dtype)
+    return _backend.normal(jax.random.key(seed), shape, dtype)
 
 
 def flat(tree) -> jax.Array:
@@ -185,7 +182,7 @@ def test_identity_at_initialisation(name):
 
 @pytest.mark.parametrize("method", ["opt15", "ps", "baseline", "jax.scipy"])
 def test_1x1_conv_starts_as_a_random_rotation(method):
-    layer = flows.MatrixExp1x1Conv(12, method=method, rngs=nnx.Rngs(3))
+    layer = flows.MatrixExp1x1Conv(12, options(expm_method=method), rngs=nnx.Rngs(3))
     w = layer.weight[...]
     np.testing.assert_allclose(w, -w.T, atol=1e-7)
     x = inputs(shape=(2, 4, 4, 12))
@@ -257,14 +254,16 @@ def test_actnorm_data_dependent_initialisation():
 
 @pytest.mark.parametrize("c2, expected", [(6, False), (24, False), (25, True), (48, True)])
 def test_low_rank_is_chosen_above_24_channels(c2, expected):
-    layer = flows.MatrixExpCoupling(2 * c2, hidden_channels=4, residual_blocks=0, rngs=nnx.Rngs(0))
+    layer = flows.MatrixExpCoupling(
+        2 * c2, options(hidden_channels=4, residual_blocks=0), rngs=nnx.Rngs(0)
+    )
     assert layer.low_rank is expected
     n_raw = 2 * 3 * c2 if expected else c2 * c2
     assert layer.alpha.shape == (n_raw,)
 
 
 def test_coupling_squash_initial_values():
-    layer = flows.MatrixExpCoupling(12, **SMALL, rngs=nnx.Rngs(0))
+    layer = flows.MatrixExpCoupling(12, options(), rngs=nnx.Rngs(0))
     np.testing.assert_allclose(layer.alpha[...], 1 / 8)
     np.testing.assert_allclose(layer.beta[...], 0.0)
     np.testing.assert_allclose(layer.rho[...], 1 / 6)
@@ -273,7 +272,7 @@ def test_coupling_squash_initial_values():
 
 def test_low_rank_coupling_learns_from_its_initial_point():
     """S = UV = 0 at initialisation, yet both factors get a gradient (no saddle)."""
-    layer = flows.MatrixExpCoupling(12, low_rank=True, rank=3, **SMALL, rngs=nnx.Rngs(0))
+    layer = flows.MatrixExpCoupling(12, options(low_rank=True, rank=3), rngs=nnx.Rngs(0))
     x = inputs(shape=(2, 4, 4, 12))
     graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
 
@@ -292,9 +291,9 @@ def _i_plus_a(a, tol):
 def test_a_registered_exponential_is_used_by_the_layers(monkeypatch):
     monkeypatch.setattr(flows._matexp, "_REGISTRY", dict(flows._matexp._REGISTRY))
     with pytest.raises(ValueError, match="unknown expm method 'I plus A'"):
-        flows.MatrixExp1x1Conv(6, method="I plus A", rngs=nnx.Rngs(0))
+        flows.GlowOptions(expm_method="I plus A")
     flows.register_exponential("I plus A", _i_plus_a)
-    layer = flows.MatrixExp1x1Conv(6, method="I plus A", rngs=nnx.Rngs(0))
+    layer = flows.MatrixExp1x1Conv(6, options(expm_method="I plus A"), rngs=nnx.Rngs(0))
     x = inputs()
     y, _ = layer.forward_and_log_det(x)
     m = jnp.eye(6) + layer.weight[...]
@@ -337,14 +336,14 @@ def test_odd_spatial_size_for_squeeze_raises():
 
 def test_bad_layer_options_raise():
     with pytest.raises(ValueError, match="unknown expm method 'pade'"):
-        flows.MatrixExp1x1Conv(4, method="pade", rngs=nnx.Rngs(0))
+        flows.GlowOptions(expm_method="pade")
     # The same tolerance rule as jexpm itself: 0 < tol < 1, checked at construction.
     for tol in (0.0, 2.0):
         with pytest.raises(ValueError, match=r"tol must satisfy 0 < tol < 1"):
-            flows.MatrixExpCoupling(4, tol=tol, rngs=nnx.Rngs(0))
+            flows.GlowOptions(expm_tol=tol)
     with pytest.raises(ValueError, match=r"tol must satisfy 0 < tol < 1"):
-        flows.MatrixExp1x1Conv(6, tol=2.0, rngs=nnx.Rngs(0))
+        flows.GlowOptions(expm_tol=2.0)
     with pytest.raises(ValueError, match="rank must be in"):
-        flows.MatrixExpCoupling(8, low_rank=True, rank=5, rngs=nnx.Rngs(0))
+        flows.MatrixExpCoupling(8, options(low_rank=True, rank=5), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="at least 2 channels"):
         flows.AffineCoupling(1, rngs=nnx.Rngs(0))

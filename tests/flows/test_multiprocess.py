@@ -32,7 +32,7 @@ STEPS = 8
 # The couplings form e^S here, as in the 8-device test of test_train.py, which also
 # checks the gradient of the couplings on the action across devices.
 SETTINGS = {
-    "coupling_action": False,
+    "model": dataclasses.replace(TEST.model, coupling_action=False),
     "num_train_steps": STEPS,
     "log_every_steps": 2,
     "checkpoint_every_steps": 2,

@@ -1,4 +1,4 @@
-"""flows._residuals: ELU from its output and recomputed layers; same values, fewer residuals."""
+"""flows._backend: ELU from its output and recomputed layers; same values, fewer residuals."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 from flax import nnx
 from jax.ad_checkpoint import print_saved_residuals
 
-from flows import _couplings, _residuals
+import flows
+from flows import _backend, _couplings
 from tests.helpers import enable_x64
 
 POINTS = [-30.0, -3.0, -1.0, -1e-3, -1e-30, 0.0, 1e-30, 1e-3, 0.5, 2.0, 40.0]
@@ -30,10 +31,10 @@ def test_values_and_derivatives_equal_jax_nn_elu(dtype):
 
 def _check_against_jax_nn_elu(x):
     dtype = x.dtype
-    np.testing.assert_array_equal(_residuals.elu(x), jax.nn.elu(x))
+    np.testing.assert_array_equal(_backend.elu(x), jax.nn.elu(x))
     for ours, theirs in (
-        (jax.vmap(jax.grad(_residuals.elu)), jax.vmap(jax.grad(jax.nn.elu))),
-        (jax.vmap(jax.grad(jax.grad(_residuals.elu))), jax.vmap(jax.grad(jax.grad(jax.nn.elu)))),
+        (jax.vmap(jax.grad(_backend.elu)), jax.vmap(jax.grad(jax.nn.elu))),
+        (jax.vmap(jax.grad(jax.grad(_backend.elu))), jax.vmap(jax.grad(jax.grad(jax.nn.elu)))),
     ):
         got, want = np.asarray(ours(x), np.float64), np.asarray(theirs(x), np.float64)
         # JAX's rule for expm1 also reads e^x as its output + 1, so the two agree to
@@ -44,7 +45,7 @@ def _check_against_jax_nn_elu(x):
 def test_derivative_against_the_closed_form_in_float64():
     x = np.linspace(-8.0, 8.0, 161)
     with enable_x64():
-        got = jax.vmap(jax.grad(_residuals.elu))(jnp.asarray(x, jnp.float64))
+        got = jax.vmap(jax.grad(_backend.elu))(jnp.asarray(x, jnp.float64))
     # e^x read as elu(x) + 1 is exact to about one unit of 1, not of e^x (JAX's own
     # rule for expm1 rounds the same way).
     want = np.where(x > 0, 1.0, np.exp(x))
@@ -53,7 +54,7 @@ def test_derivative_against_the_closed_form_in_float64():
 
 def test_non_finite_input_gives_non_finite_output_and_gradient():
     x = jnp.asarray([jnp.nan, jnp.inf, -jnp.inf], jnp.float32)
-    y, pullback = jax.vjp(_residuals.elu, x)
+    y, pullback = jax.vjp(_backend.elu, x)
     np.testing.assert_array_equal(y, jax.nn.elu(x))
     (g,) = pullback(jnp.ones_like(x))
     assert np.isnan(g[0]) and g[1] == 1.0 and g[2] == 0.0
@@ -68,7 +69,7 @@ def _saved_residuals(f, *args) -> str:
 
 def test_the_gradient_keeps_only_the_output():
     x = jnp.linspace(-2.0, 2.0, 12).reshape(3, 4)
-    ours = _saved_residuals(lambda x: _residuals.elu(x).sum(), x)
+    ours = _saved_residuals(lambda x: _backend.elu(x).sum(), x)
     theirs = _saved_residuals(lambda x: jax.nn.elu(x).sum(), x)
     assert _residual_elements(ours) == [x.size] and "f32[3,4]" in ours, ours
     assert len(_residual_elements(theirs)) > 1  # JAX's rule keeps more (the mask of x > 0, e^x)
@@ -87,7 +88,8 @@ def _residual_elements(report: str) -> list[int]:
 
 @pytest.mark.parametrize("blocks", [1, 3])
 def test_a_coupling_network_keeps_its_convolutions_inputs_and_little_else(blocks):
-    net = _couplings.ConvNet(6, 42, hidden_channels=32, residual_blocks=blocks, rngs=nnx.Rngs(0))
+    options = flows.GlowOptions(hidden_channels=32, residual_blocks=blocks)
+    net = _couplings.ConvNet(6, 42, options, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(net)
     x = jnp.ones((2, 8, 8, 6))
     report = _saved_residuals(lambda p, x: nnx.merge(graphdef, p)(x).sum(), params, x)
@@ -99,9 +101,8 @@ def test_a_coupling_network_keeps_its_convolutions_inputs_and_little_else(blocks
 
 
 def test_the_coupling_parametrisation_keeps_only_the_network_output():
-    coupling = _couplings.MatrixExpCoupling(
-        12, hidden_channels=8, residual_blocks=0, action=False, rngs=nnx.Rngs(0)
-    )
+    options = flows.GlowOptions(hidden_channels=8, residual_blocks=0, coupling_action=False)
+    coupling = _couplings.MatrixExpCoupling(12, options, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(coupling)
     raw = jnp.linspace(-1.0, 1.0, 2 * 4 * 4 * 36).reshape(2, 4, 4, 36)
     report = _saved_residuals(

@@ -11,24 +11,23 @@ from flax import nnx
 
 import flows
 import jexpm
-from flows import _random
+from flows import _backend
 
 
 def tiny(method="opt15", **kw):
-    return flows.Glow(
-        (8, 8, 3),
+    options = flows.GlowOptions(
         levels=2,
         steps_per_level=(2, 1),
         hidden_channels=8,
         residual_blocks=1,
-        method=method,
-        rngs=nnx.Rngs(0),
+        expm_method=method,
         **kw,
     )
+    return flows.Glow((8, 8, 3), options, rngs=nnx.Rngs(0))
 
 
 def x(n=3):
-    return _random.uniform(jax.random.key(1), (n, 8, 8, 3)) - 0.5
+    return _backend.uniform(jax.random.key(1), (n, 8, 8, 3)) - 0.5
 
 
 def captured_log_prob(model, images):
@@ -45,7 +44,7 @@ def test_nothing_is_recorded_outside_capture():
 
 
 def test_captured_statistics_are_jexpms_own_for_every_matrix():
-    model = tiny(action=False)
+    model = tiny(coupling_action=False)
     model.initialize(x(8))
     images = x()
     _, intermediates = captured_log_prob(model, images)

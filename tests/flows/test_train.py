@@ -144,8 +144,9 @@ MULTI_DEVICE = textwrap.dedent(
     from flows import configs, input_pipeline, train
 
     assert jax.device_count() == 8, jax.devices()
-    config = dataclasses.replace(configs.get_config("test"), num_train_steps=2,
-                                 eval_every_steps=100, batch_size=8, coupling_action=False)
+    test = configs.get_config("test")
+    config = dataclasses.replace(test, num_train_steps=2, eval_every_steps=100, batch_size=8,
+                                 model=dataclasses.replace(test.model, coupling_action=False))
     source = input_pipeline.load("default", "train")
     stream = input_pipeline.batches(source, 8, seed=0)
     batches = [next(stream) for _ in range(2)]
@@ -160,7 +161,8 @@ MULTI_DEVICE = textwrap.dedent(
                      "params": [np.asarray(p).ravel().tolist() for p in leaves]}
 
     # The gradient with the couplings on the action, at a point where no part is zero.
-    config = dataclasses.replace(config, coupling_action=True)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                   coupling_action=True))
     model = train.create_model(config, (32, 32, 3), 0)
     model.initialize(train.dequantize_init_batch(jnp.asarray(batches[0]), 0))
     graphdef, params = nnx.split(model, nnx.Param)
@@ -243,17 +245,19 @@ def test_override_parses_field_types():
     c = configs.override(
         TEST, ["steps_per_level=3,2", "expm_tol=1e-6", "low_rank=true", "num_eval_batches=none"]
     )
-    assert c.steps_per_level == (3, 2) and c.expm_tol == 1e-6 and c.low_rank is True
+    m = c.model
+    assert m.steps_per_level == (3, 2) and m.expm_tol == 1e-6 and m.low_rank is True
     assert c.num_eval_batches is None
 
 
 def test_paper_presets():
     cifar = configs.get_config("cifar10")
-    assert (cifar.levels, cifar.steps_per_level, cifar.hidden_channels) == (3, (8, 4, 2), 128)
-    assert (cifar.residual_blocks, cifar.batch_size, cifar.learning_rate) == (8, 64, 0.01)
+    model = cifar.model
+    assert (model.levels, model.steps_per_level, model.hidden_channels) == (3, (8, 4, 2), 128)
+    assert (model.residual_blocks, cifar.batch_size, cifar.learning_rate) == (8, 64, 0.01)
     assert (cifar.decay_epochs, cifar.ema_decay, cifar.num_epochs) == ((40.0,), 0.999, 50.0)
     assert configs.get_config("imagenet32").decay_epochs == (20.0, 40.0)
-    assert configs.get_config("imagenet64").residual_blocks == 10
+    assert configs.get_config("imagenet64").model.residual_blocks == 10
 
 
 def test_learning_rate_schedule_warms_up_then_halves():
