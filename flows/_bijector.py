@@ -34,7 +34,7 @@ Carry = TypeVar("Carry")
 class Bijector(nnx.Module):
     """An invertible layer with a tractable log-determinant (see the module docstring).
 
-    Subclasses implement :meth:`_forward_and_log_det` and :meth:`_inverse_and_log_det`
+    Subclasses implement ``_forward_and_log_det`` and ``_inverse_and_log_det``
     on inputs that are already checked, and override :meth:`check_forward` (and
     :meth:`check_inverse` if the output differs in shape) to reject inputs they were
     not built for. Inputs and outputs are arrays with a leading batch axis, or tuples of

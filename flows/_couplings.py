@@ -208,7 +208,7 @@ class MatrixExpCoupling(Coupling):
       options: the model's options; besides the network's, ``low_rank`` (``None``: low
         rank exactly when :math:`c_2 > 24`, as in the paper), ``rank``,
         ``coupling_action`` (``None``: always in the low-rank form, and for full S when
-        :math:`c_2` >= :data:`ACTION_MIN_CHANNELS`), ``expm_method`` and ``expm_tol``.
+        :math:`c_2` >= ``ACTION_MIN_CHANNELS``), ``expm_method`` and ``expm_tol``.
       rngs: random streams for the network and the low-rank offset.
     """
 

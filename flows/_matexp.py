@@ -3,7 +3,7 @@
 Every flow layer that exponentiates calls :func:`expm` or :func:`expm_lowrank` here
 with the model's ``method`` and ``tol``, so changing the exponential changes only that
 option and nothing else about the model. The methods are looked up in a registry that
-holds :data:`METHODS` (jexpm's methods and ``jax.scipy``); a program can add its own
+holds ``flows.EXPM_METHODS`` (jexpm's methods and ``jax.scipy``); a program can add its own
 with :func:`register_exponential`, e.g. a cost-free I + A that shows what share of a
 training step the exponential takes.
 """
@@ -90,7 +90,7 @@ def register_exponential(
 
     The layers look the method up when they are traced, so a model built with
     ``GlowOptions(expm_method=name)`` uses ``expm`` for every exponential. Code may
-    name any registered method; the command line takes :data:`METHODS`.
+    name any registered method; the command line takes ``flows.EXPM_METHODS``.
 
     Args:
       name: the method name.
@@ -118,7 +118,7 @@ def register_exponential(
 
 
 def registered() -> tuple[str, ...]:
-    """Every method a flow layer accepts: :data:`METHODS` and those registered since."""
+    """Every method a flow layer accepts: ``flows.EXPM_METHODS`` and those registered since."""
     return tuple(_REGISTRY)
 
 

@@ -18,14 +18,14 @@ def squeeze(x: jax.Array) -> jax.Array:
 
 
 def unsqueeze(y: jax.Array) -> jax.Array:
-    """Inverse of :func:`squeeze`: (B, H, W, 4C) -> (B, 2H, 2W, C)."""
+    """Inverse of ``squeeze``: (B, H, W, 4C) -> (B, 2H, 2W, C)."""
     b, h, w, c4 = y.shape
     y = y.reshape(b, h, w, 2, 2, c4 // 4).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(b, 2 * h, 2 * w, c4 // 4)
 
 
 class Squeeze(Bijector):
-    """Space-to-depth as a bijector (log-det 0); see :func:`squeeze`."""
+    """Space-to-depth as a bijector (log-det 0); see ``squeeze``."""
 
     def check_forward(self, x) -> None:
         """Images of even height and width."""
