@@ -30,7 +30,7 @@ from jax import lax
 from . import _algorithm as alg
 from . import _coefficients as C
 from . import _polynomials as P
-from . import _products
+from . import _products, _tuning
 
 FAMILIES = ("exp", "phi1")
 
@@ -110,6 +110,7 @@ class Approximant(abc.ABC):
     family: str
     method: str
     product_form: str | None
+    tuning: _tuning.Tuning | None
     member_orders: bool = False
     fused: bool = False
 
@@ -145,8 +146,8 @@ class Approximant(abc.ABC):
         return FAMILIES.index(self.family)
 
     def matmul(self, a: jax.Array, b: jax.Array) -> jax.Array:
-        """A matrix product in this approximant's form."""
-        return _products.matmul(a, b, self.product_form)
+        """A matrix product in this approximant's form (or its backend's choice)."""
+        return _products.matmul(a, b, self.product_form, self.tuning)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -183,6 +184,7 @@ class Taylor(Approximant):
     log2_b: tuple[tuple[float, float], ...]
     stored: tuple[int, ...]
     product_form: str | None = None
+    tuning: _tuning.Tuning | None = None
     exact_band: bool = True
     fused: bool = True
     member_orders = True
@@ -524,6 +526,7 @@ class Baseline(Approximant):
     family: str
     method: str = "baseline"
     product_form: str | None = None
+    tuning: _tuning.Tuning | None = None
 
     @property
     def squares_triangular(self) -> bool:
@@ -611,15 +614,21 @@ def approximant(
     product_form: str | None = None,
     exact_band: bool = True,
     fused: bool = True,
+    backend: str | None = None,
 ) -> Approximant:
     """The approximant of ``method`` and ``family``, with every product in ``product_form``.
 
     ``exact_band=False``: a Taylor approximant that never recomputes the band of
-    triangular input (``Taylor.exact_band``). One object per argument tuple, so that
-    compiled functions keyed on it are shared.
+    triangular input (``Taylor.exact_band``). ``backend``: the backend whose tuning
+    (``_tuning.for_backend``) the approximant carries, the one look-up of a call: its
+    product form where ``product_form`` is None, and how the derivative rules slice
+    and order a batch. One object per argument tuple, so that compiled functions keyed
+    on it are shared.
     """
     base = APPROXIMANTS[method, family]
-    changes = {}
+    changes: dict = {}
+    if backend is not None:
+        changes["tuning"] = _tuning.for_backend(backend)
     if product_form is not None:
         changes["product_form"] = _products.check_form(product_form)
     if not exact_band and isinstance(base, Taylor):

@@ -149,12 +149,20 @@ def _permutation(key: jax.Array, bits: int) -> jax.Array:
     return packed & ((1 << (31 - bits)) - 1)
 
 
-def sorted_chunks(fn, key: jax.Array, bits: int, *args, for_memory: bool = False):
+def sorted_chunks(
+    fn,
+    key: jax.Array,
+    bits: int,
+    *args,
+    for_memory: bool = False,
+    tuning: _tuning.Tuning | None = None,
+):
     """``in_chunks(fn, *args)`` with the members ordered by ``key`` first.
 
     ``key`` has the batch shape, values below 2**``bits``; the results come back in
-    the members' original positions.
+    the members' original positions. ``tuning`` as in ``in_chunks``.
     """
+    tuning = tuning or _tuning.for_backend()
     batch = args[0].shape[:-2]
     count = math.prod(batch)
     order = _permutation(key.reshape(count), bits)
@@ -171,15 +179,16 @@ def sorted_chunks(fn, key: jax.Array, bits: int, *args, for_memory: bool = False
         fn,
         *(gather(x, order) for x in args),
         for_memory=for_memory,
-        min_chunks=_tuning.for_backend().sort_slices,
+        tuning=tuning,
+        min_chunks=tuning.sort_slices,
     )
     return jax.tree_util.tree_map(lambda y: y[back].reshape(*batch, *y.shape[1:]), out)
 
 
-def _sorts(a: jax.Array) -> bool:
+def _sorts(approximant: Approximant, a: jax.Array) -> bool:
     """Whether a batch like ``a`` is ordered before slicing (see above)."""
-    minimum = _tuning.for_backend().sort_min_batch
-    return bool(minimum) and math.prod(a.shape[:-2]) >= minimum
+    minimum = (approximant.tuning or _tuning.for_backend()).sort_min_batch
+    return approximant.member_orders and bool(minimum) and math.prod(a.shape[:-2]) >= minimum
 
 
 def _broadcast_batch(args, in_batched, axis_size: int) -> list:
@@ -222,11 +231,14 @@ def _compute_xla(approximant: Approximant, tol: float, triangular, max_squarings
     compute = functools.partial(approximant.compute, tol=tol)
     if approximant.squares_triangular:
         compute = functools.partial(compute, triangular=triangular)
-    if approximant.member_orders and _sorts(a):
+    tuning = approximant.tuning
+    if _sorts(approximant, a):
         compute = functools.partial(compute, per_member=True)
-        result, path, products = sorted_chunks(compute, norm_key(a), _NORM_KEY_BITS, a)
+        result, path, products = sorted_chunks(
+            compute, norm_key(a), _NORM_KEY_BITS, a, tuning=tuning
+        )
     else:
-        result, path, products = in_chunks(compute, a)
+        result, path, products = in_chunks(compute, a, tuning=tuning)
     if max_squarings is not None:
         result = _mask_members(result, a, path, max_squarings)
     return result, path, products
@@ -330,10 +342,13 @@ def _frechet_impl(a, e, *path, approximant, max_squarings, depth, transposed):
 
 def _frechet_xla(a, e, *path, approximant, max_squarings, depth, transposed):
     slice_fn = functools.partial(_frechet_slice, approximant, max_squarings, depth, transposed)
-    if approximant.member_orders and _sorts(a):
+    tuning = approximant.tuning
+    if _sorts(approximant, a):
         key = path_key(Path(*path))
-        return sorted_chunks(slice_fn, key, _PATH_KEY_BITS, a, e, *path, for_memory=True)
-    return in_chunks(slice_fn, a, e, *path, for_memory=True)
+        return sorted_chunks(
+            slice_fn, key, _PATH_KEY_BITS, a, e, *path, for_memory=True, tuning=tuning
+        )
+    return in_chunks(slice_fn, a, e, *path, for_memory=True, tuning=tuning)
 
 
 def _frechet_abstract_eval(a, e, *path, **params):

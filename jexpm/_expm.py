@@ -56,7 +56,12 @@ def _approximant_call(
         zeros = jnp.zeros(batch, jnp.int32)
         return a, ExpmInfo(zeros, zeros, zeros)
     approximant = approximants.approximant(
-        method, family, product_form, exact_band=triangular is not False, fused=fused
+        method,
+        family,
+        product_form,
+        exact_band=triangular is not False,
+        fused=fused,
+        backend=jax.default_backend(),
     )
     tol = opt.tolerance(tol, a.dtype)
     work = a.astype(opt.working_dtype(a.dtype))
@@ -472,7 +477,7 @@ def _expm_frechet(a, e, *, tol, method, compute_expm):
     dtype = a.dtype
     if a.shape[-1] == 0:
         return (a, e) if compute_expm else e
-    approximant = approximants.approximant(method, "exp")
+    approximant = approximants.approximant(method, "exp", backend=jax.default_backend())
     work = opt.working_dtype(dtype)
     a, e = a.astype(work), e.astype(work)
     x, path, _ = approximate(approximant, opt.tolerance(tol, dtype), None, None, a)

@@ -68,9 +68,13 @@ FORMS = {"dot": matmul_dot, "broadcast": matmul_broadcast}
 Matmul = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def formulation(n: int, itemsize: int) -> str:
-    """The product form for n x n matrices of ``itemsize``-byte entries on the default backend."""
-    if n <= _tuning.for_backend().broadcast_max_n.get(itemsize, 0):
+def formulation(n: int, itemsize: int, tuning: _tuning.Tuning | None = None) -> str:
+    """The product form for n x n matrices of ``itemsize``-byte entries.
+
+    ``tuning``: the backend's measured choice (default: the default backend's).
+    """
+    tuning = tuning or _tuning.for_backend()
+    if n <= tuning.broadcast_max_n.get(itemsize, 0):
         return "broadcast"
     return "dot"
 
@@ -82,9 +86,12 @@ def check_form(form: str | None) -> str | None:
     return form
 
 
-def matmul(a: jax.Array, b: jax.Array, form: str | None = None) -> jax.Array:
+def matmul(
+    a: jax.Array, b: jax.Array, form: str | None = None, tuning: _tuning.Tuning | None = None
+) -> jax.Array:
     """Batched ``a @ b`` for square (..., n, n) operands.
 
-    ``form`` is a static choice: None takes :func:`formulation`'s, at trace time.
+    ``form`` is a static choice: None takes :func:`formulation`'s for ``tuning``, at
+    trace time.
     """
-    return FORMS[form or formulation(a.shape[-1], a.dtype.itemsize)](a, b)
+    return FORMS[form or formulation(a.shape[-1], a.dtype.itemsize, tuning)](a, b)
