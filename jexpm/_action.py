@@ -17,9 +17,17 @@ run to the batch's largest count with the members that are done held fixed.
 * The three products are spent only when they can pay: when some member's cost
   without them exceeds their price, 3 n / k block products ([AH11], (3.13), with
   that price in place of the cost of the norm estimator).
+  As in [AH11], Code Fragment 3.1, the powers are used only for members whose
+  ||X0||_1 exceeds the bound of (3.13) (PLAIN_MAX / k): below it the plain bound's
+  smaller steps also keep the cancellation in each Taylor sum small (section 8 of
+  docs/design.md).
 * Steps: F <- e^(mu/s) sum_{j<=m} (X0/s)^j F / j!, s times, each Taylor sum ending
   early once two consecutive terms are negligible, ||B_(j-1)|| + ||B_j|| <= tol ||F||
   in the infinity norm ([AH11], Algorithm 3.2, lines 13-16).
+* Stiff members: where the steps would exceed MAX_STEPS, the member is marked formed
+  (order FORMED, steps 1, no terms) and its value is expm(X) B, computed by the caller
+  (``_multiply.py``); see docs/design.md, section 8, for why the bound is on the steps
+  and not on the cost.
 
 [AH11] A. H. Al-Mohy and N. J. Higham, "Computing the action of the matrix
        exponential, with an application to exponential integrators", SIAM J. Sci.
@@ -48,10 +56,15 @@ M_MAX = 55
 P_MAX = 8
 #: n x n products spent on the norms of X0^2, X0^4 and X0^8.
 POWER_PRODUCTS = 3
-#: Members that would need more scaling steps than this return NaN instead of running
-#: for minutes (about ||tA||_1 > 6e5 in float64, 8e5 in float32); expm(t a) @ b has no
-#: such limit.
-MAX_STEPS = 1 << 16
+#: Members that would need more scaling steps than this are formed instead: their
+#: value is expm(X) B (about ||X||_1 > 8e4 in float64, 1e5 in float32).
+MAX_STEPS = 1 << 12
+#: [AH11] (3.13): the norms of powers are used only for members with
+#: ||X0||_1 > PLAIN_MAX_COLUMNS * theta_(M_MAX) / k, i.e. 2 l p_max (p_max + 3) / m_max
+#: with l = 2 as in the paper and SciPy.
+PLAIN_MAX_COLUMNS = 2 * 2 * P_MAX * (P_MAX + 3) / M_MAX
+#: The order marking a formed member: its value is expm(X) B, not the steps'.
+FORMED = -1
 #: Terms of the series of h_(m+1) summed by :func:`theta`: the terms beyond are below
 #: 1e-300 relative for every order and every tol <= 2**-8.
 _SERIES_TERMS = 400
@@ -123,9 +136,10 @@ class ActionPath(NamedTuple):
     """The function of X that the action computed, per member (batch-shaped int32).
 
     Attributes:
-      order: the Taylor order m (0: the shifted X0 is zero, F = e^mu B).
-      steps: the number of scaling steps s (>= 1); 0 for members that return NaN
-        (non-finite input, or more than MAX_STEPS steps needed).
+      order: the Taylor order m (0: the shifted X0 is zero, F = e^mu B; FORMED: the
+        member's value is expm(X) B, computed outside the steps, which leave B as it is).
+      steps: the number of scaling steps s (>= 1; 1 for formed members); 0 for members
+        that return NaN (non-finite input).
     """
 
     order: jax.Array
@@ -173,7 +187,8 @@ def _cheapest(log2_alpha: jax.Array, log2_theta: np.ndarray, m_min: np.ndarray):
     orders = np.arange(1, M_MAX + 1).reshape(shape)
     log2_theta = np.asarray(log2_theta, log2_alpha.dtype).reshape(shape)
     ratio = jnp.exp2(log2_alpha[..., None] - log2_theta)  # alpha_p / theta_m
-    steps = jnp.maximum(jnp.ceil(jnp.minimum(ratio, 2.0 * MAX_STEPS)), 1)
+    # Clipped where no clipped candidate can beat one within MAX_STEPS steps.
+    steps = jnp.maximum(jnp.ceil(jnp.minimum(ratio, 2.0 * M_MAX * MAX_STEPS)), 1)
     allowed = np.broadcast_to(orders >= m_min[:, None], steps.shape)  # (..., P, M_MAX)
     cost = jnp.where(allowed, orders.astype(steps.dtype) * steps, jnp.inf)
     flat = (*batch, steps.shape[-2] * M_MAX)
@@ -206,7 +221,7 @@ def select(x0: jax.Array, k: int, tol: float, matmul) -> tuple[ActionPath, jax.A
 
     The products are the n x n ones spent on the norms of powers: a scalar, 0 or
     POWER_PRODUCTS for the whole batch. Non-finite members get steps 0 (their result
-    is NaN).
+    is NaN); members needing more than MAX_STEPS steps get order FORMED and steps 1.
     """
     n = x0.shape[-1]
     n1 = alg.norm1(x0)
@@ -215,14 +230,20 @@ def select(x0: jax.Array, k: int, tol: float, matmul) -> tuple[ActionPath, jax.A
     log2_n1 = jnp.log2(jnp.where(finite, n1, 0))
     log2_theta = np.log2(theta(tol))
     m1, s1 = _cheapest(log2_n1[..., None], log2_theta, np.array([1]))
-    # The powers cost 3 n^3 flops, 3 n / k block products: spend them only where the
-    # plain cost is higher (k = 0: nothing to multiply, never).
-    worth = jnp.any(m1 * s1 * k > POWER_PRODUCTS * n)
+    # [AH11] (3.13): the powers only above PLAIN_MAX_COLUMNS theta_max / k; and they
+    # cost 3 n^3 flops, 3 n / k block products: spend them only where the plain cost
+    # is higher (k = 0: nothing to multiply, never).
+    large = n1 > (PLAIN_MAX_COLUMNS * float(theta(tol)[-1]) / k if k else np.inf)
+    worth = jnp.any(large & (m1 * s1 * k > POWER_PRODUCTS * n))
     m, s = lax.cond(worth, lambda: _with_powers(x0, log2_n1, log2_theta, matmul), lambda: (m1, s1))
+    m, s = jnp.where(large, m, m1), jnp.where(large, s, s1)
     zero = n1 == 0
     m = jnp.where(zero, 0, m)
     s = jnp.where(zero, 1, s)
-    s = jnp.where(finite & (s <= MAX_STEPS), s, 0)
+    formed = finite & ~zero & (s > MAX_STEPS)
+    m = jnp.where(formed, FORMED, m)
+    s = jnp.where(formed, 1, s)
+    s = jnp.where(finite, s, 0)
     spent = jnp.where(worth, POWER_PRODUCTS, 0).astype(jnp.int32)
     return ActionPath(m, s), spent
 
@@ -243,6 +264,7 @@ def step_of(x: jax.Array, path: ActionPath) -> Step:
     in SciPy's implementation; docs/design.md, section 8).
     """
     x0, mu = shift(x)
+    mu = jnp.where(path.order == FORMED, 0, mu)  # formed members: F = B, no overflow
     s = jnp.maximum(path.steps, 1).astype(jnp.finfo(x.dtype).dtype)
     return Step(x0, s, jnp.exp(mu / s.astype(mu.dtype)))
 

@@ -51,12 +51,17 @@ class ActionInfo(NamedTuple):
       matrix_products: n x n matrix products: those spent on the norms of powers
         (0 or 3, the same for every member of a batch, or of a slice of a large one)
         for ``"action"``, those of :func:`jexpm.expm` for ``"expm"``.
+      formed: whether the member's value is ``expm(t a) @ b`` (bool): every member
+        for ``"expm"``; for ``"action"``, the stiff members, which would have needed
+        more than 4096 steps (their order, steps, matvecs and matrix_products are
+        then those of ``"expm"``, plus the norms' products).
     """
 
     order: jax.Array
     steps: jax.Array
     matvecs: jax.Array
     matrix_products: jax.Array
+    formed: jax.Array
 
 
 # ---------------------------------------------------------------------------------
@@ -241,8 +246,8 @@ def expm_multiply(
     few columns and larger n (measured crossovers: the documentation's guide to the
     action, ``docs/guides/action.md``).
 
-    ``method="expm"`` forms :func:`jexpm.expm` of tA and multiplies: no limit on the
-    norm, cheaper for many columns or large norms.
+    ``method="expm"`` forms :func:`jexpm.expm` of tA and multiplies: cheaper for many
+    columns or large norms.
 
     Derivatives (``jax.grad``, ``jax.jvp``, ``jax.jacfwd``, ``jax.jacrev``, under
     ``jax.jit`` and ``jax.vmap``) are those of the computed approximant, with respect
@@ -271,9 +276,10 @@ def expm_multiply(
     Returns:
       e^(ta) b with the broadcast batch shape, shape (..., n) for vectors and
       (..., n, k) for blocks, in the promoted dtype; and with ``return_info`` an
-      :class:`ActionInfo`. Members whose a, b or t has a NaN or Inf entry give NaN;
-      with ``"action"``, so do members needing more than 65536 steps
-      (:math:`\|tA\|_1` above about 6e5 in float64).
+      :class:`ActionInfo`. Members whose a, b or t has a NaN or Inf entry give NaN.
+      With ``"action"``, members that would need more than 4096 steps
+      (:math:`\|tA\|_1` above about 8e4 in float64) are computed as
+      ``expm(t a) @ b``, with its derivatives (``ActionInfo.formed``).
 
     Raises:
       ValueError: ``a`` not (..., n, n); ``b`` whose n differs from that of ``a``;
@@ -356,6 +362,12 @@ def _promote(a, b, t):
     return a.astype(wide), b.astype(wide), t
 
 
+def _formed(x: jax.Array, b: jax.Array, tol: float | None):
+    """(expm(x) @ b, the exponential's ExpmInfo), with expm's derivative rules."""
+    e, e_info = _approximant_call(x, "exp", "opt15", tol)
+    return jnp.matmul(e, b, precision=lax.Precision.HIGHEST), e_info
+
+
 @functools.partial(jax.jit, static_argnames=("tol", "method", "return_info"))
 def _expm_multiply(a, b, t, *, tol, method, return_info):
     a, b, t = _promote(a, b, t)
@@ -368,18 +380,34 @@ def _expm_multiply(a, b, t, *, tol, method, return_info):
     finite_b = jnp.all(jnp.isfinite(b), axis=(-2, -1))
     if n == 0:
         zeros = jnp.zeros(batch, jnp.int32)
-        f, info = b, ActionInfo(zeros, zeros, zeros, zeros)
+        f, info = b, ActionInfo(zeros, zeros, zeros, zeros, jnp.zeros(batch, bool))
     elif method == "expm":
-        e, e_info = _approximant_call(x, "exp", "opt15", tol)
-        f = jnp.matmul(e, b, precision=lax.Precision.HIGHEST)
+        f, e_info = _formed(x, b, tol)
         info = ActionInfo(
-            e_info.order, e_info.squarings, jnp.full(batch, k, jnp.int32), e_info.products
+            e_info.order,
+            e_info.squarings,
+            jnp.full(batch, k, jnp.int32),
+            e_info.products,
+            jnp.ones(batch, bool),
         )
     else:
         work = opt.working_dtype(dtype)
         f, path, count, spent = _action(opt.tolerance(tol, dtype), x.astype(work), b.astype(work))
-        f = f.astype(dtype)
-        info = ActionInfo(path.order, path.steps, count * k, spent)
+        formed = path.order == action_alg.FORMED
+
+        # Branch-free: the members not formed are zero matrices here, the exponential's
+        # cheapest case (no squarings; order 1 where no member is formed). A lax.cond on
+        # "any member formed" would spare even that, but its vmap (a select of both
+        # branches) does not compose with reverse mode through expm's custom_vmap.
+        f_formed, e_info = _formed(jnp.where(formed[..., None, None], x, 0), b, tol)
+        f = jnp.where(formed[..., None, None], f_formed, f.astype(dtype))
+        info = ActionInfo(
+            jnp.where(formed, e_info.order, path.order),
+            jnp.where(formed, e_info.squarings, path.steps),
+            jnp.where(formed, k, count * k),
+            jnp.where(formed, e_info.products, 0) + spent,
+            formed,
+        )
     f = jnp.where(finite_b[..., None, None], f, jnp.nan)
     f = f[..., 0] if vectors else f
     info = jax.tree_util.tree_map(lax.stop_gradient, info)

@@ -161,7 +161,7 @@ def test_float64_hard_matrices_within_10x_of_scipy(key):
         scipy_y = scipy.sparse.linalg.expm_multiply(ti * a[i], b[i])
         ours.setdefault(name, []).extend(_column_errors(y[i], ref))
         theirs.setdefault(name, []).extend(_column_errors(scipy_y, ref))
-        assert int(info.steps[i]) >= 1
+        assert int(info.steps[i]) >= 1 or bool(info.formed[i])
     assert len(ours) == len(_GROUPS[key])
     for name in ours:
         mine, scipy_max = max(ours[name]), max(theirs[name])
@@ -221,12 +221,14 @@ def test_orders_steps_and_early_termination_per_member():
     rng = np.random.default_rng(0)
     norms = np.array([1e-3, 0.5, 4.0, 60.0])
     a = random_with_norm(rng, (4, 8, 8), 1.0) * norms[:, None, None]
-    a = np.concatenate([a, [np.triu(np.ones((8, 8)), 1) * (np.arange(8) == 0)[:, None]]])  # A^2 = 0
+    nilpotent = 100 * np.triu(np.ones((8, 8)), 1) * (np.arange(8) == 0)[:, None]  # A^2 = 0
+    a = np.concatenate([a, [nilpotent]])  # ||A||_1 = 100 > 63: the power norms, alpha = 0
     b = rng.standard_normal((5, 8))
     with enable_x64():
         y, info = jexpm.expm_multiply(a, b, return_info=True)
         single = [np.asarray(jexpm.expm_multiply(x, v)) for x, v in zip(a, b, strict=True)]
     order, steps, matvecs = (np.asarray(v) for v in info[:3])
+    assert not np.any(np.asarray(info.formed))
     assert steps[0] == steps[1] == steps[2] == 1 and steps[3] > 1
     assert len(set(order.tolist())) == 5, order
     assert np.all(matvecs[2:4] < order[2:4] * steps[2:4])  # ended early
@@ -263,15 +265,17 @@ def test_size_one_empty_batch_no_columns_and_n_zero():
     assert jexpm.expm_multiply(np.zeros((2, 0, 0)), np.zeros((2, 0))).shape == (2, 0)
 
 
-def test_too_many_steps_give_nan_and_expm_method_does_not():
+def test_members_beyond_the_step_limit_are_formed():
+    """A rotation generator of norm 1e7 (more than MAX_STEPS steps) beside one of norm 1:
+    formed, finite and equal to method="expm" (which forms every member)."""
     a = np.array([[[0.0, 1.0], [-1.0, 0.0]]]) * np.array([1.0, 1e7])[:, None, None]
     b = np.ones((2, 2))
     with enable_x64():
         y, info = jexpm.expm_multiply(a, b, return_info=True)
-        assert np.all(np.isfinite(y[0])) and np.all(np.isnan(y[1]))
-        assert info.steps.tolist()[1] == 0
-        z = jexpm.expm_multiply(a, b, method="expm")
-    assert np.all(np.isfinite(z))
+        z, z_info = jexpm.expm_multiply(a, b, method="expm", return_info=True)
+    assert np.all(np.isfinite(y))
+    assert bool(info.formed[1]) and bool(np.all(z_info.formed))
+    np.testing.assert_array_equal(y[1], z[1])
     np.testing.assert_allclose(z[0], y[0], rtol=1e-14)
 
 
@@ -314,7 +318,8 @@ def test_reverse_mode_through_recomputed_checkpoints():
     a = np.array([[0.0, 400.0], [-400.0, 0.0]])
     b = np.array([1.0, 2.0])
     with enable_x64():
-        assert int(jexpm.expm_multiply(a, b, return_info=True)[1].steps) > _action.CHECKPOINTS
+        info = jexpm.expm_multiply(a, b, return_info=True)[1]
+        assert int(info.steps) > _action.CHECKPOINTS and not bool(info.formed)
         check_grads(lambda a, b: jexpm.expm_multiply(a, b), (a, b), 1, ["rev"], rtol=1e-6)
 
 
@@ -502,3 +507,192 @@ def test_no_retrace_for_new_values():
     f(40 * a, b)
     f(np.zeros_like(a), -b)
     assert f._cache_size() == traces + 1
+
+
+# --- stiff matrices: members formed instead of stepped --------------------------------
+
+
+def _heat(n: int) -> tuple[np.ndarray, np.ndarray, mpmath.mpf]:
+    """The second-difference Laplacian on n interior points of [0, 1] (exact in float64),
+    b = sin(pi x), an eigenvector of it, and its eigenvalue -4 (n+1)^2 sin^2(pi h / 2)."""
+    h = 1 / (n + 1)
+    lap = np.diag(-2 * np.ones(n)) + np.diag(np.ones(n - 1), 1) + np.diag(np.ones(n - 1), -1)
+    lam = -4 * (n + 1) ** 2 * mpmath.sin(mpmath.pi / (2 * (n + 1))) ** 2
+    return lap * (n + 1) ** 2, np.sin(np.pi * np.arange(1, n + 1) * h), lam
+
+
+def _heat_exact(n: int, lam, t: float) -> np.ndarray:
+    with mpmath.workdps(30):
+        return np.array(
+            [
+                float(mpmath.exp(t * lam) * mpmath.sin(mpmath.pi * i / (n + 1)))
+                for i in range(1, n + 1)
+            ]
+        )
+
+
+@pytest.mark.parametrize(
+    ("n", "t", "formed"), [(64, 1.0, False), (256, 0.1, False), (256, 1.0, True)]
+)
+def test_heat_equation_within_10x_of_scipy(n, t, formed):
+    """The 1-D heat equation, ||tL||_1 = 1.7e4 .. 2.6e5 (up to 850, 1339 and 13300 steps;
+    the last was NaN beyond the former 65536-step limit, now formed): within 10 x SciPy's
+    error against the exact e^(t lambda) b. SciPy takes 26 s on the last."""
+    lap, b, lam = _heat(n)
+    exact = _heat_exact(n, lam, t)
+    with enable_x64():
+        y, info = jexpm.expm_multiply(lap, b, t=t, return_info=True)
+    scipy_y = scipy.sparse.linalg.expm_multiply(t * scipy.sparse.csr_matrix(lap), b)
+    ours, theirs = rel_err(y[:, None], exact[:, None]), rel_err(scipy_y[:, None], exact[:, None])
+    assert bool(info.formed) == formed
+    assert ours <= 10 * max(theirs, U64), (ours, theirs)
+
+
+def test_heat_equation_beyond_scipy_reach():
+    """t = 10 (||tL||_1 = 2.6e6; SciPy takes minutes): the answer e^(10 lambda) b ~ 1e-43
+    b, to a few u ||tL||_1 (the condition of the problem; SciPy's is 0.2 u ||tL||_1 at
+    n = 64)."""
+    n, t = 256, 10.0
+    lap, b, lam = _heat(n)
+    with enable_x64():
+        y = np.asarray(jexpm.expm_multiply(lap, b, t=t))
+    bound = 3 * U64 * t * np.abs(lap).sum(axis=0).max()
+    assert rel_err(y[:, None], _heat_exact(n, lam, t)[:, None]) <= bound
+
+
+def test_norm_1e8_against_the_eigendecomposition():
+    """A symmetric matrix with eigenvalues from -1e8 to 1, one batch with a mild member
+    (stepped) and vectors and a block: the stiff member formed, no NaN, each against
+    Q e^Lambda Q^T B from mpmath's eigendecomposition of the rounded matrix."""
+    rng = np.random.default_rng(21)
+    n = 24
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    lam = -np.logspace(8, -2, n) + np.linspace(0, 1.0, n)
+    stiff = (q * lam) @ q.T
+    stiff = (stiff + stiff.T) / 2
+    mild = random_with_norm(rng, (n, n), 0.05)
+    a = np.stack([stiff, mild])
+    b = rng.standard_normal((2, n, 3))
+    with enable_x64():
+        y, info = jexpm.expm_multiply(a, b, return_info=True)
+    y = np.asarray(y)
+    assert np.asarray(info.formed).tolist() == [True, False]
+    assert np.abs(a[0]).sum(axis=0).max() > 1e8
+    with mpmath.workdps(40):
+        e, v = mpmath.eigsy(mpmath.matrix(a[0].tolist()))
+        w = v * mpmath.diag([mpmath.exp(x) for x in e]) * v.T * mpmath.matrix(b[0].tolist())
+        ref = np.array(w.tolist(), dtype=float)
+    # e^A B has the size of e^1 B; its condition is about u ||A||_1 (4e-8).
+    assert rel_err(y[0], ref) <= 3 * U64 * np.abs(a[0]).sum(axis=0).max()
+    np.testing.assert_allclose(y[1], scipy.linalg.expm(a[1]) @ b[1], rtol=1e-13, atol=1e-13)
+
+
+def test_formed_members_are_differentiated_as_expm(monkeypatch):
+    """A batch with a formed (stiff) member and a stepped one: jit, vmap, jvp and grad,
+    each the derivative of what was computed (finite differences; expm's Frechet). The
+    step bound is lowered to 8 so that a norm finite differences can resolve (about
+    1e3, 100 steps) is formed."""
+    monkeypatch.setattr(_action, "MAX_STEPS", 8)
+    jax.clear_caches()
+    rng = np.random.default_rng(22)
+    n = 6
+    g = rng.standard_normal((n, n))
+    stiff = -(g @ g.T) * 200.0  # ||tA||_1 ~ 1e3, k = 1: about 100 steps, formed
+    mild = random_with_norm(rng, (n, n), 0.01)
+    a = np.stack([stiff, mild])
+    b = rng.standard_normal((2, n))
+    t = np.array([0.5, 0.7])
+    try:
+        with enable_x64():
+            _, info = jexpm.expm_multiply(a, b, t=t, return_info=True)
+            assert np.asarray(info.formed).tolist() == [True, False]
+
+            def f(a, b, t):
+                return jexpm.expm_multiply(a, b, t=t)
+
+            check_grads(f, (a, b, t), order=1, modes=["fwd", "rev"], rtol=1e-6, eps=1e-7)
+            direct = np.asarray(jax.jit(f)(a, b, t))
+            mapped = np.asarray(jax.vmap(f)(a, b, t))
+            np.testing.assert_allclose(mapped, direct, rtol=1e-12, atol=1e-300)
+            e = rng.standard_normal(a.shape)
+            _, tangent = jax.jvp(lambda a: f(a, b, t), (a,), (e,))
+            frechet = jexpm.expm_frechet(t[0] * a[0], t[0] * e[0], compute_expm=False) @ b[0]
+            scale = np.abs(frechet).max()
+            np.testing.assert_allclose(tangent[0], frechet, rtol=1e-10, atol=1e-10 * scale)
+            grads = jax.vmap(jax.grad(lambda a, b, t: jnp.sum(f(a, b, t) ** 2)))(a, b, t)
+            whole = jax.grad(lambda a: jnp.sum(f(a, b, t) ** 2))(a)
+            np.testing.assert_allclose(grads, whole, rtol=1e-10, atol=1e-10 * np.abs(whole).max())
+    finally:
+        jax.clear_caches()
+
+
+def test_formed_member_at_the_real_bound_is_expm_times_b_with_its_derivatives():
+    """||tA||_1 = 2e5 (beyond 4096 steps): value, jvp and gradient equal those of
+    method="expm" (the same computation), for a batch with a stepped member."""
+    rng = np.random.default_rng(23)
+    n = 8
+    g = rng.standard_normal((n, n))
+    a = np.stack([-(g @ g.T) / np.abs(g @ g.T).sum(axis=0).max() * 2e5, 0.01 * g])
+    b = rng.standard_normal((2, n))
+    e = rng.standard_normal(a.shape)
+    with enable_x64():
+        y, info = jexpm.expm_multiply(a, b, return_info=True)
+        assert np.asarray(info.formed).tolist() == [True, False]
+
+        def loss(a, method):
+            return jnp.sum(jnp.sin(jexpm.expm_multiply(a, b, method=method)))
+
+        _, tangent = jax.jvp(lambda a: jexpm.expm_multiply(a, b), (a,), (e,))
+        _, expected = jax.jvp(lambda a: jexpm.expm_multiply(a, b, method="expm"), (a,), (e,))
+        grad, grad_expm = jax.grad(loss)(a, "action"), jax.grad(loss)(a, "expm")
+        z = jexpm.expm_multiply(a, b, method="expm")
+    np.testing.assert_allclose(y[0], z[0], rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(tangent[0], expected[0], rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(grad[0], grad_expm[0], rtol=1e-12, atol=1e-300)
+    assert np.all(np.isfinite(grad))
+
+
+def test_complex_i_s_within_10x_of_scipy_per_vector():
+    """i S with S real symmetric (the unitary evolutions of quantum dynamics), at norms
+    where the power norms' bound would halve the steps: each vector's error within 10 x
+    SciPy's, against the exact Q e^(i t Lambda) Q^T b (mpmath's eigendecomposition).
+    Without [AH11] (3.13) these were 5-9 x at ||S||_1 = 30 and n = 16."""
+    rng = np.random.default_rng(2)
+    for n in (16, 32):
+        g = rng.standard_normal((n, n))
+        s = (g + g.T) / 2
+        s = s / np.abs(s).sum(axis=0).max()
+        with mpmath.workdps(32):
+            e, v = mpmath.eigsy(mpmath.matrix(s.tolist()))
+        b = rng.standard_normal((n, 6)) + 1j * rng.standard_normal((n, 6))
+        for norm in (10.0, 30.0, 100.0):
+            a = 1j * norm * s
+            with mpmath.workdps(32):
+                d = mpmath.diag([mpmath.exp(1j * norm * x) for x in e])
+                bm = mpmath.matrix([[mpmath.mpc(z.real, z.imag) for z in row] for row in b])
+                w = v * d * (v.T * bm)
+                ref = np.array([[complex(w[i, j]) for j in range(6)] for i in range(n)])
+            with enable_x64():
+                ours = np.stack(
+                    [np.asarray(jexpm.expm_multiply(a, b[:, j])) for j in range(6)], axis=1
+                )
+            theirs = np.stack([scipy.sparse.linalg.expm_multiply(a, b[:, j]) for j in range(6)], 1)
+            mine, scipy_err = _column_errors(ours, ref), _column_errors(theirs, ref)
+            assert np.all(mine <= 10 * np.maximum(scipy_err, U64)), (n, norm, mine / scipy_err)
+
+
+def test_power_norms_only_above_the_bound_of_3_13():
+    """[AH11] (3.13): below ||X0||_1 = 2 l p_max (p_max + 3) theta_55 / (55 k) (63 for one
+    vector) the plain bound is used even where the power norms are cheap, as in SciPy:
+    on i S at norm 30 (n = 16) that is 4 steps where the powers' bound gives 2, whose
+    larger steps' Taylor sums cancel more (5-9 x SciPy's error per vector)."""
+    rng = np.random.default_rng(2)
+    g = rng.standard_normal((16, 16))
+    s = (g + g.T) / 2
+    x0 = 30j * s / np.abs(s).sum(axis=0).max()
+    with enable_x64():
+        x0 = x0 - np.trace(x0) / 16 * np.eye(16)
+        one, _ = _action.select(jnp.asarray(x0), 1, U64, jnp.matmul)
+        many, spent = _action.select(jnp.asarray(x0), 8, U64, jnp.matmul)
+    assert (int(one.order), int(one.steps)) == (47, 4)
+    assert int(spent) == 3 and int(many.steps) == 2  # 8 columns: 30 > 63 / 8
