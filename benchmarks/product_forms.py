@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jexpm import _approximants, _derivatives, _expm, _options, _products, _tuning
+from jexpm import _approximants, _batching, _expm, _options, _products, _tuning
 
 from .harness import (
     Section,
@@ -123,7 +123,7 @@ def forward_with_tuning(tuning: _tuning.Tuning, a: jax.Array):
     compute = functools.partial(
         approximant.compute, tol=_options.tolerance(None, a.dtype), triangular=None
     )
-    return jax.jit(lambda x: _derivatives.in_chunks(compute, x, tuning=tuning)).lower(a).compile()
+    return jax.jit(lambda x: _batching.in_chunks(compute, x, tuning=tuning)).lower(a).compile()
 
 
 def slicing(
@@ -168,7 +168,7 @@ def slicing(
             for name, t in tunings.items()
         }
         times = {name: t for name, (t, _) in median_times(calls, repeats).items()}
-        slices = _derivatives._chunk_count(a, (batch,), False, tunings["sliced"])
+        slices = _batching.chunk_count(a, (batch,), False, tunings["sliced"])
         faster = min(times, key=times.__getitem__)
         rows.append([batch, n, slices, ms(times["sliced"]), ms(times["unsliced"]), faster, current])
     return Section(

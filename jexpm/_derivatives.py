@@ -45,80 +45,11 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from . import _algorithm as alg
-from . import _kernel, _tuning
+from . import _batching, _kernel, _tuning
 from ._approximants import Approximant, Path
 
 # ---------------------------------------------------------------------------------
-# Slicing large batches
-
-# Large batches are worked through in sequential slices (``lax.map``); each member
-# keeps its squarings.
-#  * Where the backend's tuning asks for it (the CPU), slices of about
-#    ``cache_chunk_bytes`` per matrix array keep the polynomial's intermediates in
-#    cache.
-#  * The Frechet derivative (the backward pass) also uses at least ``memory_chunks``
-#    slices for batches of ``memory_chunk_min_batch`` or more: its working set (the
-#    polynomial and its tangent) shrinks accordingly.
-#  * Batches of at least ``sort_min_batch`` members (where the tuning sets one) are
-#    first ordered by their members' 1-norms (the forward pass) or by their orders
-#    and squarings (the derivative) and cut into at least ``sort_slices`` slices,
-#    so that the members of a slice need about the same order and squarings; each
-#    member is evaluated at its own order (``Taylor.compute(per_member=True)``,
-#    ``by_member``) and the results are put back in place. Otherwise a slice shares
-#    the highest order any of its members needs and squares to its largest s.
-# The measured values and the commands that regenerate them are in _tuning.py
-# (docs/design.md, sections 5 and 6).
-
-
-def _chunk_count(
-    x: jax.Array,
-    batch: tuple[int, ...],
-    for_memory: bool,
-    tuning: _tuning.Tuning | None = None,
-    min_chunks: int = 1,
-) -> int:
-    """How many slices to cut the flattened batch of ``x`` into (a divisor of it).
-
-    ``tuning`` defaults to the default backend's (``_tuning.for_backend()``).
-    """
-    tuning = tuning or _tuning.for_backend()
-    count = math.prod(batch)
-    want = min_chunks
-    if tuning.cache_chunk_bytes:
-        per_member = math.prod(x.shape[len(batch) :]) * x.dtype.itemsize
-        want = count // max(1, tuning.cache_chunk_bytes // per_member)
-    if for_memory and count >= tuning.memory_chunk_min_batch:
-        want = max(want, tuning.memory_chunks)
-    return next(d for d in range(max(want, 1), 0, -1) if count % d == 0)
-
-
-def in_chunks(
-    fn,
-    *args,
-    for_memory: bool = False,
-    tuning: _tuning.Tuning | None = None,
-    min_chunks: int = 1,
-):
-    """fn(*args) over the flattened batch in sequential slices (see above).
-
-    ``args`` are (..., n, n) matrices or per-member (...) arrays sharing the batch shape
-    of the first argument; ``fn`` returns a pytree of such arrays. ``tuning`` (static)
-    slices as on another backend, e.g. ``_tuning.ACCELERATOR``: none for cache; default
-    the default backend's. ``min_chunks``: at least this many slices (where the batch
-    size has such a divisor).
-    """
-    batch = args[0].shape[:-2]
-    chunks = _chunk_count(args[0], batch, for_memory, tuning, min_chunks)
-    if chunks == 1:
-        return fn(*args)
-    count = math.prod(batch)
-
-    def split(x):
-        return x.reshape((chunks, count // chunks, *x.shape[len(batch) :]))
-
-    out = jax.lax.map(lambda xs: fn(*xs), tuple(split(x) for x in args))
-    return jax.tree_util.tree_map(lambda y: y.reshape(*batch, *y.shape[2:]), out)
-
+# Ordering large batches (the slicing itself is _batching.py's)
 
 # Sort keys are packed with the member's position into one int32, which one
 # single-operand sort orders (several times faster on the CPU than ``argsort``'s
@@ -139,64 +70,10 @@ def path_key(path: Path) -> jax.Array:
     return path.index.astype(jnp.int32) * 32 + jnp.minimum(path.squarings, 31)
 
 
-def _permutation(key: jax.Array, bits: int) -> jax.Array:
-    """Positions of the flat ``key`` (values below 2**bits) in ascending order."""
-    count = key.shape[0]
-    position = jax.lax.iota(jnp.int32, count)
-    if count > 1 << (31 - bits):
-        return jnp.argsort(key, stable=False).astype(jnp.int32)
-    packed = jax.lax.sort((key << (31 - bits)) | position)
-    return packed & ((1 << (31 - bits)) - 1)
-
-
-def sorted_chunks(
-    fn,
-    key: jax.Array,
-    bits: int,
-    *args,
-    for_memory: bool = False,
-    tuning: _tuning.Tuning | None = None,
-):
-    """``in_chunks(fn, *args)`` with the members ordered by ``key`` first.
-
-    ``key`` has the batch shape, values below 2**``bits``; the results come back in
-    the members' original positions. ``tuning`` as in ``in_chunks``.
-    """
-    tuning = tuning or _tuning.for_backend()
-    batch = args[0].shape[:-2]
-    count = math.prod(batch)
-    order = _permutation(key.reshape(count), bits)
-    back = (
-        jnp.zeros(count, jnp.int32)
-        .at[order]
-        .set(jax.lax.iota(jnp.int32, count), unique_indices=True)
-    )
-
-    def gather(x, index):
-        return x.reshape(count, *x.shape[len(batch) :])[index]
-
-    out = in_chunks(
-        fn,
-        *(gather(x, order) for x in args),
-        for_memory=for_memory,
-        tuning=tuning,
-        min_chunks=tuning.sort_slices,
-    )
-    return jax.tree_util.tree_map(lambda y: y[back].reshape(*batch, *y.shape[1:]), out)
-
-
 def _sorts(approximant: Approximant, a: jax.Array) -> bool:
     """Whether a batch like ``a`` is ordered before slicing (see above)."""
     minimum = (approximant.tuning or _tuning.for_backend()).sort_min_batch
     return approximant.member_orders and bool(minimum) and math.prod(a.shape[:-2]) >= minimum
-
-
-def _broadcast_batch(args, in_batched, axis_size: int) -> list:
-    """Unbatched arguments broadcast along a new leading axis of ``axis_size``."""
-    return [
-        x if batched else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
-        for x, batched in zip(args, in_batched, strict=True)
-    ]
 
 
 def _mask_members(x: jax.Array, a: jax.Array, path: Path, max_squarings: int | None):
@@ -234,11 +111,11 @@ def _compute_xla(approximant: Approximant, tol: float, triangular, max_squarings
     tuning = approximant.tuning
     if _sorts(approximant, a):
         compute = functools.partial(compute, per_member=True)
-        result, path, products = sorted_chunks(
+        result, path, products = _batching.sorted_chunks(
             compute, norm_key(a), _NORM_KEY_BITS, a, tuning=tuning
         )
     else:
-        result, path, products = in_chunks(compute, a, tuning=tuning)
+        result, path, products = _batching.in_chunks(compute, a, tuning=tuning)
     if max_squarings is not None:
         result = _mask_members(result, a, path, max_squarings)
     return result, path, products
@@ -246,7 +123,7 @@ def _compute_xla(approximant: Approximant, tol: float, triangular, max_squarings
 
 def _compute_vmap_rule(statics, axis_size, in_batched, a):
     """Vmap of the computation: the mapped axis is one more batch dimension."""
-    (a,) = _broadcast_batch([a], in_batched, axis_size)
+    (a,) = _batching.broadcast_batch([a], in_batched, axis_size)
     out = _vmappable_compute(*statics)(a)
     return out, jax.tree_util.tree_map(lambda _: True, out)
 
@@ -345,10 +222,10 @@ def _frechet_xla(a, e, *path, approximant, max_squarings, depth, transposed):
     tuning = approximant.tuning
     if _sorts(approximant, a):
         key = path_key(Path(*path))
-        return sorted_chunks(
+        return _batching.sorted_chunks(
             slice_fn, key, _PATH_KEY_BITS, a, e, *path, for_memory=True, tuning=tuning
         )
-    return in_chunks(slice_fn, a, e, *path, for_memory=True, tuning=tuning)
+    return _batching.in_chunks(slice_fn, a, e, *path, for_memory=True, tuning=tuning)
 
 
 def _frechet_abstract_eval(a, e, *path, **params):
@@ -478,18 +355,6 @@ def _hessian_transpose(ct, a, g, x, *path, approximant, max_squarings, depth):
     return None, lifted[..., :n, n:], None, *nones
 
 
-def _batch_rule(primitive):
-    def rule(args, dims, **params):
-        size = next(x.shape[d] for x, d in zip(args, dims, strict=True) if d is not None)
-        args = [
-            jnp.broadcast_to(x, (size, *x.shape)) if d is None else jnp.moveaxis(x, d, 0)
-            for x, d in zip(args, dims, strict=True)
-        ]
-        return primitive.bind(*args, **params), 0
-
-    return rule
-
-
 frechet_p.def_impl(
     jax.jit(_frechet_impl, static_argnames=("approximant", "max_squarings", "depth", "transposed"))
 )
@@ -497,7 +362,7 @@ frechet_p.def_abstract_eval(_frechet_abstract_eval)
 mlir.register_lowering(frechet_p, mlir.lower_fun(_frechet_impl, multiple_results=False))
 ad.primitive_jvps[frechet_p] = _frechet_jvp
 ad.primitive_transposes[frechet_p] = _frechet_transpose
-batching.primitive_batchers[frechet_p] = _batch_rule(frechet_p)
+batching.primitive_batchers[frechet_p] = _batching.batch_rule(frechet_p)
 
 hessian_p.def_impl(
     jax.jit(_hessian_impl, static_argnames=("approximant", "max_squarings", "depth"))
@@ -506,4 +371,4 @@ hessian_p.def_abstract_eval(_frechet_abstract_eval)
 mlir.register_lowering(hessian_p, mlir.lower_fun(_hessian_impl, multiple_results=False))
 ad.primitive_jvps[hessian_p] = _hessian_jvp
 ad.primitive_transposes[hessian_p] = _hessian_transpose
-batching.primitive_batchers[hessian_p] = _batch_rule(hessian_p)
+batching.primitive_batchers[hessian_p] = _batching.batch_rule(hessian_p)

@@ -28,7 +28,7 @@ from jax.typing import ArrayLike
 from . import _action as action_alg
 from . import _options as opt
 from . import _products
-from ._derivatives import in_chunks
+from ._batching import batch_rule, in_chunks
 from ._expm import _approximant_call
 
 #: The methods of :func:`expm_multiply`.
@@ -153,24 +153,11 @@ def _second_order_rule(impl):
     return rule
 
 
-def _batch_rule(primitive):
-    def rule(args, dims, **params):
-        size = next(v.shape[d] for v, d in zip(args, dims, strict=True) if d is not None)
-        args = [
-            jnp.broadcast_to(v, (size, *v.shape)) if d is None else jnp.moveaxis(v, d, 0)
-            for v, d in zip(args, dims, strict=True)
-        ]
-        out = primitive.bind(*args, **params)
-        return out, ([0] * len(out) if primitive.multiple_results else 0)
-
-    return rule
-
-
 tangent_p.def_impl(jax.jit(_tangent_impl, static_argnames=("tol",)))
 tangent_p.def_abstract_eval(lambda x, b, dx, db, order, steps, tol: ShapedArray(b.shape, b.dtype))
 mlir.register_lowering(tangent_p, mlir.lower_fun(_tangent_impl, multiple_results=False))
 ad.primitive_transposes[tangent_p] = _tangent_transpose
-batching.primitive_batchers[tangent_p] = _batch_rule(tangent_p)
+batching.primitive_batchers[tangent_p] = batch_rule(tangent_p)
 ad.primitive_jvps[tangent_p] = _second_order_rule(_tangent_impl)
 
 transpose_p.def_impl(jax.jit(_transpose_impl, static_argnames=("tol",)))
@@ -181,7 +168,7 @@ transpose_p.def_abstract_eval(
     )
 )
 mlir.register_lowering(transpose_p, mlir.lower_fun(_transpose_impl, multiple_results=True))
-batching.primitive_batchers[transpose_p] = _batch_rule(transpose_p)
+batching.primitive_batchers[transpose_p] = batch_rule(transpose_p)
 ad.primitive_jvps[transpose_p] = _second_order_rule(_transpose_impl)
 
 

@@ -77,7 +77,7 @@ PRIVATE_IMPORTS = {
     ("benchmarks/product_forms.py", "jexpm._tuning"): (
         "the product-form benchmark reports the tuning constant it regenerates"
     ),
-    ("benchmarks/product_forms.py", "jexpm._derivatives"): (
+    ("benchmarks/product_forms.py", "jexpm._batching"): (
         "the slicing benchmark times the forward pass with and without cache slicing by "
         "passing each tuning to in_chunks explicitly, leaving the library's choice alone"
     ),

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import jexpm
-from jexpm import _approximants, _derivatives, _expm, _options, _products, _tuning
+from jexpm import _approximants, _batching, _expm, _options, _products, _tuning
 from tests.helpers import EPS, random_with_norm, rel_err
 
 DTYPES = ("float32", "float64")
@@ -52,7 +52,7 @@ def _accelerator_forward(a, method="opt15"):
     compute = functools.partial(
         approximant.compute, tol=_options.tolerance(None, a.dtype), triangular=None
     )
-    x, path, products = _derivatives.in_chunks(compute, a, tuning=_tuning.ACCELERATOR)
+    x, path, products = _batching.in_chunks(compute, a, tuning=_tuning.ACCELERATOR)
     info = jexpm.ExpmInfo(approximant.order(path.index), path.squarings, products)
     return x, info, path
 
@@ -65,8 +65,8 @@ def test_the_two_paths_differ_where_this_file_says():
     # the product form); an unmeasured backend gets the accelerator's defaults.
     assert _tuning.for_backend("gpu").cache_chunk_bytes == _tuning.ACCELERATOR.cache_chunk_bytes
     assert _tuning.for_backend("tpu") is _tuning.ACCELERATOR
-    assert _derivatives._chunk_count(a, a.shape[:-2], False) == 2
-    assert _derivatives._chunk_count(a, a.shape[:-2], False, _tuning.ACCELERATOR) == 1
+    assert _batching.chunk_count(a, a.shape[:-2], False) == 2
+    assert _batching.chunk_count(a, a.shape[:-2], False, _tuning.ACCELERATOR) == 1
     assert _products.formulation(8, 4) == "broadcast"
     assert _products.formulation(16, 4) == "dot"
     assert " dot(" not in jax.jit(jexpm.expm).lower(a[:2]).as_text()

@@ -22,7 +22,7 @@ import pytest
 import scipy.linalg
 
 import jexpm
-from jexpm import _approximants, _derivatives, _options, _tuning
+from jexpm import _approximants, _batching, _derivatives, _options, _tuning
 from tests.helpers import EPS, norm1, rel_err
 
 #: A batch just large enough to be ordered under :func:`_ordering`'s tuning.
@@ -70,7 +70,7 @@ def test_large_batches_are_ordered_and_small_ones_are_not():
     assert not _derivatives._sorts(_approximants.approximant("baseline", "exp"), a)
     # The key orders members by norm; the permutation sorts it.
     key = jnp.asarray([5, 0, 63, 5, 2], jnp.int32)
-    order = _derivatives._permutation(key, 6)
+    order = _batching.permutation(key, 6)
     np.testing.assert_array_equal(key[order], np.sort(np.asarray(key)))
     assert sorted(np.asarray(order).tolist()) == list(range(5))
 
