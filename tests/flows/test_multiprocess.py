@@ -9,7 +9,6 @@ cache keys of their own, so process 1 compiles in every run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -32,13 +31,13 @@ STEPS = 8
 # The couplings form e^S here, as in the 8-device test of test_train.py, which also
 # checks the gradient of the couplings on the action across devices.
 SETTINGS = {
-    "model": dataclasses.replace(TEST.model, coupling_action=False),
+    "coupling_action": False,
     "num_train_steps": STEPS,
     "log_every_steps": 2,
     "checkpoint_every_steps": 2,
     "eval_every_steps": STEPS,
 }
-CONFIG = dataclasses.replace(TEST, **SETTINGS)
+CONFIG = configs.override(TEST, [f"{k}={v}" for k, v in SETTINGS.items()])
 TIMEOUT = 900  # seconds for one multi-process run, compile included
 
 
