@@ -349,9 +349,13 @@ def _promote(a, b, t):
     return a.astype(wide), b.astype(wide), t
 
 
-def _formed(x: jax.Array, b: jax.Array, tol: float | None):
-    """(expm(x) @ b, the exponential's ExpmInfo), with expm's derivative rules."""
-    e, e_info = _approximant_call(x, "exp", "opt15", tol)
+def _formed(x: jax.Array, b: jax.Array, tol: float | None, triangular: bool | None = None):
+    """(expm(x) @ b, the exponential's ExpmInfo), with expm's derivative rules.
+
+    ``triangular``: as ``expm``'s ``upper_triangular`` (False leaves the exact band of
+    triangular input, and its branches in the derivative programs, out).
+    """
+    e, e_info = _approximant_call(x, "exp", "opt15", tol, triangular)
     return jnp.matmul(e, b, precision=lax.Precision.HIGHEST), e_info
 
 
@@ -386,7 +390,10 @@ def _expm_multiply(a, b, t, *, tol, method, return_info):
         # cheapest case (no squarings; order 1 where no member is formed). A lax.cond on
         # "any member formed" would spare even that, but its vmap (a select of both
         # branches) does not compose with reverse mode through expm's custom_vmap.
-        f_formed, e_info = _formed(jnp.where(formed[..., None, None], x, 0), b, tol)
+        # The fallback leaves out the exact triangular band: its branches would double
+        # the size of every action program (value and derivatives) for a path that
+        # only stiff members take.
+        f_formed, e_info = _formed(jnp.where(formed[..., None, None], x, 0), b, tol, False)
         f = jnp.where(formed[..., None, None], f_formed, f.astype(dtype))
         info = ActionInfo(
             jnp.where(formed, e_info.order, path.order),
