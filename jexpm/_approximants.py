@@ -614,21 +614,21 @@ def approximant(
     product_form: str | None = None,
     exact_band: bool = True,
     fused: bool = True,
-    backend: str | None = None,
+    tuning: _tuning.Tuning | None = None,
 ) -> Approximant:
     """The approximant of ``method`` and ``family``, with every product in ``product_form``.
 
     ``exact_band=False``: a Taylor approximant that never recomputes the band of
-    triangular input (``Taylor.exact_band``). ``backend``: the backend whose tuning
-    (``_tuning.for_backend``) the approximant carries, the one look-up of a call: its
+    triangular input (``Taylor.exact_band``). ``tuning``: the backend's tuning, looked
+    up once per call (``_tuning.for_backend()``) and carried by the approximant: its
     product form where ``product_form`` is None, and how the derivative rules slice
-    and order a batch. One object per argument tuple, so that compiled functions keyed
-    on it are shared.
+    and order a batch. One object per argument tuple (a tuning counts by value), so
+    that compiled functions keyed on it are shared.
     """
     base = APPROXIMANTS[method, family]
     changes: dict = {}
-    if backend is not None:
-        changes["tuning"] = _tuning.for_backend(backend)
+    if tuning is not None:
+        changes["tuning"] = tuning
     if product_form is not None:
         changes["product_form"] = _products.check_form(product_form)
     if not exact_band and isinstance(base, Taylor):

@@ -12,6 +12,7 @@ from jax.typing import ArrayLike
 
 from . import _approximants as approximants
 from . import _options as opt
+from . import _tuning
 from ._derivatives import approximate, frechet
 from ._options import Method
 
@@ -61,7 +62,7 @@ def _approximant_call(
         product_form,
         exact_band=triangular is not False,
         fused=fused,
-        backend=jax.default_backend(),
+        tuning=_tuning.for_backend(),
     )
     tol = opt.tolerance(tol, a.dtype)
     work = a.astype(opt.working_dtype(a.dtype))
@@ -477,7 +478,7 @@ def _expm_frechet(a, e, *, tol, method, compute_expm):
     dtype = a.dtype
     if a.shape[-1] == 0:
         return (a, e) if compute_expm else e
-    approximant = approximants.approximant(method, "exp", backend=jax.default_backend())
+    approximant = approximants.approximant(method, "exp", tuning=_tuning.for_backend())
     work = opt.working_dtype(dtype)
     a, e = a.astype(work), e.astype(work)
     x, path, _ = approximate(approximant, opt.tolerance(tol, dtype), None, None, a)

@@ -46,6 +46,12 @@ class Tuning:
     sort_slices: int
     kernel_max_n: int = 0
 
+    def __hash__(self) -> int:
+        # Hashed by value (the mapping as sorted pairs), so that approximants carrying
+        # equal tunings are one cached object (_approximants.approximant).
+        fields = dataclasses.astuple(self)
+        return hash((tuple(sorted(self.broadcast_max_n.items())), *fields[1:]))
+
 
 CPU = Tuning(
     # python -m benchmarks.products: float32 up to n = 7 (n = 8 ties; 16384 12x12: dot
