@@ -341,7 +341,7 @@ class Taylor(Approximant):
             t = by_member(index, self._formulas, xs)
             t, banded = lax.cond(
                 any_scaled,
-                lambda t: self._square(t, xs[0], a, s, triangular),
+                lambda t: self._square(t, xs[0], a, s, triangular, finite),
                 lambda t: (t, jnp.bool_(False)),
                 t,
             )
@@ -364,14 +364,15 @@ class Taylor(Approximant):
         """Whether ``compute`` may take the triangular squaring (exp only)."""
         return self.family == "exp" and self.exact_band
 
-    def _square(self, t, x, a, s, triangular: bool | None):
+    def _square(self, t, x, a, s, triangular: bool | None, finite: jax.Array):
         """(squared result, whether the triangular band was recomputed)."""
         if not self.squares_triangular:
             return alg.square(self.family, t, x, s, self.matmul), jnp.bool_(False)
         if triangular:
             return alg.square_triangular(t, a, s, 0, self.matmul), jnp.bool_(True)
         return lax.cond(
-            jnp.all(jnp.tril(a, -1) == 0),
+            # Non-finite members (NaN results) do not decide for the batch.
+            jnp.all((jnp.tril(a, -1) == 0) | ~finite[..., None, None]),
             lambda: (alg.square_triangular(t, a, s, 0, self.matmul), jnp.bool_(True)),
             lambda: (alg.square(self.family, t, x, s, self.matmul), jnp.bool_(False)),
         )

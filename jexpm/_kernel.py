@@ -436,7 +436,7 @@ def compute(
     elif triangular:
         banded = scaled
     else:
-        banded = scaled & jnp.all(upper[0] > 0)
+        banded = scaled & jnp.all((upper[0] > 0) | ~finite)
     redo = scaled & jnp.any(overflow & finite)
     flags = jnp.stack([x.astype(jnp.int32) for x in (index, refine, banded, redo)])
 

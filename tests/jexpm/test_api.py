@@ -247,6 +247,15 @@ def test_nonfinite_member_does_not_raise_the_batch_order(method, norm):
     np.testing.assert_array_equal(np.asarray(info_bad.order[1:]), np.asarray(info_clean.order[1:]))
 
 
+def test_nonfinite_member_does_not_decide_the_triangular_band():
+    """Found by the property search: a dense NaN member beside upper triangular ones made
+    the batch skip the exact band, changing the others' bits."""
+    tri = np.array([[5.304961, -5.573928], [0.0, 4.426072]], np.float32)
+    bad = np.stack([tri, np.full((2, 2), np.nan, np.float32)])
+    alone = np.asarray(jexpm.expm(tri[None]))
+    np.testing.assert_array_equal(np.asarray(jexpm.expm(bad))[:1], alone)
+
+
 # ---------------------------------------------------------------------------------
 # Identities
 
