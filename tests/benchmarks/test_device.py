@@ -48,8 +48,14 @@ def test_smoke_run_writes_every_section(tmp_path):
         assert row["workload"] == "(a) 16×4×4"
         assert float(row["opt15 ms"]) > 0 and float(row["jax.scipy ms"]) > 0
         assert float(row["err opt15"]) < (1e-5 if dtype == "float32" else 1e-2)
-    (grad,) = data["gradients"]
-    assert float(grad["jexpm grad ms"]) > 0
+    # The gradients too run once the sections before them leave time: on two loaded
+    # cores their share of a 60 s budget (6 s) can go to compiling expm's programs.
+    if data["gradients"]:
+        (grad,) = data["gradients"]
+        assert float(grad["jexpm grad ms"]) > 0
+    else:
+        gradients = report.split("### Gradients, float32")[1].split("\n### ")[0]
+        assert "Skipped for the time budget" in gradients
     # The paths section runs once the sections before it leave it time (a loaded
     # machine can use its share up first, as for slicing below).
     paths = data["paths"]
