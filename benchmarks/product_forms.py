@@ -121,7 +121,7 @@ def forward_with_tuning(tuning: _tuning.Tuning, a: jax.Array):
     """
     approximant = _approximants.approximant("opt15", "exp")
     compute = functools.partial(
-        approximant.compute, tol=_options.tolerance(None, a.dtype), triangular=None
+        approximant.compute, tol=_options.tolerance(None, a.dtype), upper_triangular=None
     )
     return jax.jit(lambda x: _batching.in_chunks(compute, x, tuning=tuning)).lower(a).compile()
 

@@ -1,7 +1,7 @@
 """The approximants: one small interface, three methods, each for exp and phi1.
 
 An approximant of a family (``exp``: sum A^k/k!, ``phi1``: sum A^k/(k+1)!) offers
-  * ``compute(a, tol, triangular)``: choose, on device, a :class:`Path` (order
+  * ``compute(a, tol, upper_triangular)``: choose, on device, a :class:`Path` (order
     index and squarings per member) from norms of A, evaluate it, and count products;
   * ``evaluate(a, path, depth)``: the same function of A for a given path (the
     derivative rules of _derivatives.py differentiate exactly this, so that the
@@ -42,13 +42,13 @@ class Path(NamedTuple):
       index: int32 order index (``Taylor``: into ``orders``; ``Baseline``: the
         number of Taylor terms summed).
       squarings: int32 number of squarings s.
-      triangular: bool, True where the squarings recomputed the diagonal and
+      exact_band: bool, True where the squarings recomputed the diagonal and
         superdiagonal exactly (``square_triangular`` of _algorithm.py).
     """
 
     index: jax.Array
     squarings: jax.Array
-    triangular: jax.Array
+    exact_band: jax.Array
 
 
 def _transpose(x: jax.Array) -> jax.Array:
@@ -102,8 +102,9 @@ class Approximant(abc.ABC):
     Capabilities:
       member_orders: ``compute(..., per_member=True)`` evaluates each member at its own
         order, so that large batches may be sorted by their members' norms first.
-      squares_triangular: ``compute(..., triangular=...)`` may recompute the band of
-        upper triangular input exactly while squaring.
+      exact_band: ``compute(..., upper_triangular=...)`` may recompute the band
+        (diagonal and superdiagonal) of upper triangular input exactly while squaring;
+        its paths say where it did (``Path.exact_band``).
       fused: programs for CUDA GPUs may run it in the fused kernels.
     """
 
@@ -112,19 +113,15 @@ class Approximant(abc.ABC):
     product_form: str | None
     tuning: _tuning.Tuning | None
     member_orders: bool = False
+    exact_band: bool = False
     fused: bool = False
-
-    @property
-    @abc.abstractmethod
-    def squares_triangular(self) -> bool:
-        """Whether ``compute`` may take the triangular squaring."""
 
     @abc.abstractmethod
     def compute(self, a: jax.Array, tol: float, **options) -> tuple[jax.Array, Path, jax.Array]:
         """(result, path, products per member), the path chosen on device.
 
-        ``options`` are those of the capabilities: ``triangular`` where
-        ``squares_triangular``, ``per_member`` where ``member_orders``; the derivative
+        ``options`` are those of the capabilities: ``upper_triangular`` where
+        ``exact_band``, ``per_member`` where ``member_orders``; the derivative
         rules pass each only to an approximant that has it.
         """
 
@@ -168,8 +165,8 @@ class Taylor(Approximant):
         terms, b_{m+1} and b_{m+2} (b_16 of 15+ is its degree-16 coefficient error).
       product_form: the form of every matrix product (``_products.FORMS``), or None
         for the measured choice per size and backend.
-      exact_band: exp only: whether ``compute`` may recompute the band of upper
-        triangular input exactly while squaring (False: always the plain squaring,
+      exact_band: whether ``compute`` may recompute the band of upper triangular
+        input exactly while squaring (exp only; False: always the plain squaring,
         and the derivative rules leave the band's branches out of the program).
       fused: whether programs for CUDA GPUs may run it in the fused kernels of
         _kernel.py (False: the XLA path everywhere, for comparisons).
@@ -239,7 +236,7 @@ class Taylor(Approximant):
         self,
         a: jax.Array,
         tol: float,
-        triangular: bool | None = None,
+        upper_triangular: bool | None = None,
         per_member: bool = False,
     ):
         """Choose the path on device and evaluate it.
@@ -251,10 +248,9 @@ class Taylor(Approximant):
         Args:
           a: (..., n, n) matrices in the working dtype.
           tol: the truncation tolerance.
-          triangular: where ``squares_triangular``: None: square with the exact
-            triangular diagonal when the whole batch is upper triangular (checked on
-            device); True: always (the caller promises upper triangular input). An
-            approximant without ``exact_band`` never takes it.
+          upper_triangular: where ``exact_band``: None: square with the exact band
+            when the whole batch is upper triangular (checked on device); True:
+            always (the caller promises upper triangular input).
           per_member: False: the batch shares the highest order any member needs;
             True: each member is evaluated at its own order (``by_member``: cheap
             for a batch ordered by the members' norms, every order present for
@@ -339,9 +335,9 @@ class Taylor(Approximant):
 
             xs = lax.cond(any_scaled, scaled_powers, lambda: powers)
             t = by_member(index, self._formulas, xs)
-            t, banded = lax.cond(
+            t, exact_band = lax.cond(
                 any_scaled,
-                lambda t: self._square(t, xs[0], a, s, triangular, finite),
+                lambda t: self._square(t, xs[0], a, s, upper_triangular, finite),
                 lambda t: (t, jnp.bool_(False)),
                 t,
             )
@@ -352,23 +348,18 @@ class Taylor(Approximant):
                 + redo_products
                 + alg.REFINE_PRODUCTS * refine.astype(jnp.int32)
             )
-            path = Path(jnp.broadcast_to(index, batch), s, jnp.full(batch, banded))
+            path = Path(jnp.broadcast_to(index, batch), s, jnp.full(batch, exact_band))
             return t, path, products
 
         # Non-finite members (NaN results whatever their path) never decide for the batch.
         result, path, products = lax.cond(jnp.all(order1 | ~finite), first, higher)
         return alg.mask_nonfinite(result, finite), path, products
 
-    @property
-    def squares_triangular(self) -> bool:
-        """Whether ``compute`` may take the triangular squaring (exp only)."""
-        return self.family == "exp" and self.exact_band
-
-    def _square(self, t, x, a, s, triangular: bool | None, finite: jax.Array):
-        """(squared result, whether the triangular band was recomputed)."""
-        if not self.squares_triangular:
+    def _square(self, t, x, a, s, upper_triangular: bool | None, finite: jax.Array):
+        """(squared result, whether the exact band was recomputed)."""
+        if not self.exact_band:
             return alg.square(self.family, t, x, s, self.matmul), jnp.bool_(False)
-        if triangular:
+        if upper_triangular:
             return alg.square_triangular(t, a, s, 0, self.matmul), jnp.bool_(True)
         return lax.cond(
             # Non-finite members (NaN results) do not decide for the batch.
@@ -393,7 +384,7 @@ class Taylor(Approximant):
     def evaluate(self, a: jax.Array, path: Path, depth: int = 0) -> jax.Array:
         """The approximant of ``path`` as a function of A, which the derivative rules differentiate.
 
-        On plain paths it is T_m(2^-s A) squared s times. On ``triangular`` paths
+        On plain paths it is T_m(2^-s A) squared s times. On ``exact_band`` paths
         ``compute`` also recomputed the band exactly after every squaring, a function
         fb of the upper triangle only; off upper triangular input the polynomial P of
         the same order and squarings carries on: f(A) = fb(U) + P(A) - P(U), U the
@@ -405,34 +396,34 @@ class Taylor(Approximant):
         [[A, E], [0, A]] (see _algorithm.py), for the derivative rules.
         """
         result = self._plain(a, path)
-        if not self.squares_triangular:
+        if not self.exact_band:
             return result
 
-        def banded(result):
+        def with_band(result):
             upper = alg.where_entries(alg.upper_mask(a.shape[-1], depth), a, jnp.zeros_like(a))
             x = alg.scale(upper, path.squarings)
             t = self.polynomial(x, path.index)
             exact = alg.square_triangular(t, upper, path.squarings, depth, self.matmul)
             change = exact - alg.square(self.family, t, x, path.squarings, self.matmul)
-            return result + jnp.where(path.triangular[..., None, None], change, 0)
+            return result + jnp.where(path.exact_band[..., None, None], change, 0)
 
-        return lax.cond(jnp.any(path.triangular), banded, lambda result: result, result)
+        return lax.cond(jnp.any(path.exact_band), with_band, lambda result: result, result)
 
     def transpose(self, a: jax.Array, g: jax.Array, path: Path, depth: int = 0) -> jax.Array:
         """The transpose of the tangent of ``evaluate`` at ``a``, applied to ``g``.
 
         The polynomial part by ``polynomial_transpose``; the band part by running the
-        squarings backwards (``square_triangular_transpose``). At ``depth`` 0 a
-        triangular path's A is upper triangular (checked on device, or promised by
+        squarings backwards (``square_triangular_transpose``). At ``depth`` 0 an
+        exact-band path's A is upper triangular (checked on device, or promised by
         ``upper_triangular=True``), so U = A and the transpose of P at U is the plain
         result already formed; only the nested block matrices of higher derivatives
         need it formed again.
         """
         result = polynomial_transpose(lambda x: self._plain(x, path), a, g)
-        if not self.squares_triangular:
+        if not self.exact_band:
             return result
 
-        def banded(result):
+        def with_band(result):
             mask = alg.upper_mask(a.shape[-1], depth)
             upper = alg.where_entries(mask, a, jnp.zeros_like(a))
             s = path.squarings
@@ -446,9 +437,9 @@ class Taylor(Approximant):
             else:
                 change = exact - result
             change = alg.where_entries(mask, change, jnp.zeros_like(change))
-            return result + jnp.where(path.triangular[..., None, None], change, 0)
+            return result + jnp.where(path.exact_band[..., None, None], change, 0)
 
-        return lax.cond(jnp.any(path.triangular), banded, lambda result: result, result)
+        return lax.cond(jnp.any(path.exact_band), with_band, lambda result: result, result)
 
 
 def _log2_b(orders: tuple[int, ...], shift: int, b16: float | None) -> tuple:
@@ -478,6 +469,7 @@ def _opt15(family: str) -> Taylor:
         formulas=(P.quadratic(tay), P.sastre4(c4), P.sastre8(c8), P.sastre15(c15)),
         log2_b=_log2_b(orders, shift, b16),
         stored=(1, 2, 2, 2, 2),
+        exact_band=family == "exp",
     )
 
 
@@ -495,6 +487,7 @@ def _ps(family: str) -> Taylor:
         log2_b=_log2_b(orders, shift, None),
         # q = ceil(sqrt(m)) stored powers, as in the authors' J (hipersc/MatrixFunctions).
         stored=(1, 2, 2, 3, 3, 4, 4),
+        exact_band=family == "exp",
     )
 
 
@@ -528,11 +521,6 @@ class Baseline(Approximant):
     method: str = "baseline"
     product_form: str | None = None
     tuning: _tuning.Tuning | None = None
-
-    @property
-    def squares_triangular(self) -> bool:
-        """False: the published loop squares plainly."""
-        return False
 
     def order(self, index: jax.Array) -> jax.Array:
         """The number of Taylor terms summed."""

@@ -2,7 +2,7 @@
 
 Two differentiable operations, each with its rules written out below:
 
-``approximate(approximant, tol, triangular, max_squarings, a)``
+``approximate(approximant, tol, upper_triangular, max_squarings, a)``
   returns (result, path, products). A ``jax.custom_jvp``: its tangent is the Frechet
   derivative ``frechet(a, da, path)`` of the approximant at the path it took, so
   forward mode (``jvp``, ``jacfwd``, ``linearize``) and reverse mode (``grad``, by JAX
@@ -88,13 +88,13 @@ def _mask_members(x: jax.Array, a: jax.Array, path: Path, max_squarings: int | N
 # The approximant, with a custom JVP and a batching rule
 
 
-def _compute(approximant: Approximant, tol: float, triangular, max_squarings, a):
+def _compute(approximant: Approximant, tol: float, upper_triangular, max_squarings, a):
     """The batched computation: (result, path, products).
 
     In programs lowered for CUDA GPUs, batches the fused kernels cover run there
     (``_kernel.compute``); elsewhere the XLA path, in cache-sized slices.
     """
-    statics = (approximant, tol, triangular, max_squarings)
+    statics = (approximant, tol, upper_triangular, max_squarings)
     if _kernel.covers(approximant, a, _tuning.GPU):
         return lax.platform_dependent(
             a,
@@ -104,10 +104,10 @@ def _compute(approximant: Approximant, tol: float, triangular, max_squarings, a)
     return _compute_xla(*statics, a)
 
 
-def _compute_xla(approximant: Approximant, tol: float, triangular, max_squarings, a):
+def _compute_xla(approximant: Approximant, tol: float, upper_triangular, max_squarings, a):
     compute = functools.partial(approximant.compute, tol=tol)
-    if approximant.squares_triangular:
-        compute = functools.partial(compute, triangular=triangular)
+    if approximant.exact_band:
+        compute = functools.partial(compute, upper_triangular=upper_triangular)
     tuning = approximant.tuning
     if _sorts(approximant, a):
         compute = functools.partial(compute, per_member=True)
@@ -129,31 +129,32 @@ def _compute_vmap_rule(statics, axis_size, in_batched, a):
 
 
 @functools.cache
-def _vmappable_compute(approximant: Approximant, tol: float, triangular, max_squarings):
-    statics = (approximant, tol, triangular, max_squarings)
+def _vmappable_compute(approximant: Approximant, tol: float, upper_triangular, max_squarings):
+    statics = (approximant, tol, upper_triangular, max_squarings)
     wrapped = custom_vmap(functools.partial(_compute, *statics))
     wrapped.def_vmap(functools.partial(_compute_vmap_rule, statics))
     return wrapped
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
-def approximate(approximant: Approximant, tol: float, triangular, max_squarings, a):
+def approximate(approximant: Approximant, tol: float, upper_triangular, max_squarings, a):
     """(result, path, products) of ``approximant`` at ``a``; see the module docstring.
 
     Args:
       approximant: the method and family.
       tol: truncation tolerance (a Python float).
-      triangular: None (check on device) or True (promised): see ``Taylor.compute``.
+      upper_triangular: None (check on device) or True (promised): see
+        ``Taylor.compute``.
       max_squarings: None, or members needing more squarings give NaN.
       a: (..., n, n) matrices in the working dtype.
     """
-    return _vmappable_compute(approximant, tol, triangular, max_squarings)(a)
+    return _vmappable_compute(approximant, tol, upper_triangular, max_squarings)(a)
 
 
 @approximate.defjvp
-def _approximate_jvp(approximant, tol, triangular, max_squarings, primals, tangents):
+def _approximate_jvp(approximant, tol, upper_triangular, max_squarings, primals, tangents):
     (a,), (da,) = primals, tangents
-    result, path, products = approximate(approximant, tol, triangular, max_squarings, a)
+    result, path, products = approximate(approximant, tol, upper_triangular, max_squarings, a)
     tangent = frechet(approximant, max_squarings, a, da, path)
     zeros = jax.tree_util.tree_map(_integer_tangent, (path, products))
     return (result, path, products), (tangent, *zeros)

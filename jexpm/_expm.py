@@ -37,7 +37,7 @@ def _approximant_call(
     family: str,
     method: str,
     tol: float | None,
-    triangular: bool | None = None,
+    upper_triangular: bool | None = None,
     max_squarings: int | None = None,
     product_form: str | None = None,
     fused: bool = True,
@@ -45,9 +45,9 @@ def _approximant_call(
     """The one path of every function: working dtype, default tol, empty input.
 
     ``a`` is an inexact (..., n, n) array; returns (result in a's dtype, ExpmInfo).
-    ``triangular`` is ``expm``'s ``upper_triangular``: False (general input) selects
-    an approximant without the exact band, so that the derivative rules leave it out;
-    None (check on device) and True (promised) reach the computation.
+    ``upper_triangular`` is ``expm``'s: False (general input) selects an approximant
+    without the exact band, so that the derivative rules leave it out; None (check on
+    device) and True (promised) reach the computation.
     ``product_form`` (private, static) fixes the form of every matrix product
     (``_products.FORMS``) instead of the measured choice per size and backend;
     ``fused=False`` (private, static) keeps GPU programs off the fused kernels.
@@ -60,14 +60,14 @@ def _approximant_call(
         method,
         family,
         product_form,
-        exact_band=triangular is not False,
+        exact_band=upper_triangular is not False,
         fused=fused,
         tuning=_tuning.for_backend(),
     )
     tol = opt.tolerance(tol, a.dtype)
     work = a.astype(opt.working_dtype(a.dtype))
-    promised = True if triangular else None
-    result, path, products = approximate(approximant, tol, promised, max_squarings, work)
+    upper_triangular = True if upper_triangular else None
+    result, path, products = approximate(approximant, tol, upper_triangular, max_squarings, work)
     info = ExpmInfo(approximant.order(path.index), path.squarings, products)
     return result.astype(a.dtype), jax.tree_util.tree_map(lax.stop_gradient, info)
 

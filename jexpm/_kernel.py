@@ -189,7 +189,7 @@ def _square(t: Tile, s: jax.Array) -> Tile:
     return lax.fori_loop(0, jnp.max(s), body, t)
 
 
-def _square_banded(t: Tile, a: Tile, s: jax.Array) -> Tile:
+def _square_triangular(t: Tile, a: Tile, s: jax.Array) -> Tile:
     """``alg.square_triangular`` on a tile: the exact band of exp(2^-k A) at every step."""
     x0 = t.with_band(a.band_values(s))
 
@@ -209,36 +209,36 @@ def _plain(approximant: Taylor, a: Tile, index: jax.Array, s: jax.Array) -> Tile
     return _square(_polynomial(approximant, a.scale(s), index), s)
 
 
-def _banded(approximant: Taylor, a: Tile, index, s, triangular, result: Tile, change) -> Tile:
-    """``result`` plus, in the lanes of triangular paths, ``change(upper, x, t, result)``.
+def _with_band(approximant: Taylor, a: Tile, index, s, exact_band, result: Tile, change) -> Tile:
+    """``result`` plus, in the lanes of exact-band paths, ``change(upper, x, t, result)``.
 
     ``upper`` is A's upper triangle, ``x`` its scaled form and ``t`` = T_m(x): what
     ``Taylor.evaluate`` and ``Taylor.transpose`` add for the exact band.
     """
-    if not approximant.squares_triangular:
+    if not approximant.exact_band:
         return result
 
-    def banded(result):
+    def with_band(result):
         upper = a.upper()
         x = upper.scale(s)
         t = _polynomial(approximant, x, index)
         delta = change(upper, x, t, result)
-        return result + delta.where(triangular, delta * 0.0)
+        return result + delta.where(exact_band, delta * 0.0)
 
-    return lax.cond(_any(triangular), banded, lambda result: result, result)
+    return lax.cond(_any(exact_band), with_band, lambda result: result, result)
 
 
-def _evaluate(approximant: Taylor, a: Tile, index, s, triangular) -> Tile:
+def _evaluate(approximant: Taylor, a: Tile, index, s, exact_band) -> Tile:
     """``Taylor.evaluate`` at depth 0 on a tile: what the derivative rules differentiate."""
 
     def change(upper, x, t, result):
-        return _square_banded(t, upper, s) - _square(t, s)
+        return _square_triangular(t, upper, s) - _square(t, s)
 
     result = _plain(approximant, a, index, s)
-    return _banded(approximant, a, index, s, triangular, result, change)
+    return _with_band(approximant, a, index, s, exact_band, result, change)
 
 
-def _square_banded_transpose(t: Tile, a: Tile, s: jax.Array, g: Tile) -> tuple[Tile, Tile]:
+def _square_triangular_transpose(t: Tile, a: Tile, s: jax.Array, g: Tile) -> tuple[Tile, Tile]:
     """``alg.square_triangular_transpose`` on a tile: (cotangent of T, of A).
 
     The squarings run backwards; each X_j is formed again from X_0 rather than
@@ -269,20 +269,20 @@ def _square_banded_transpose(t: Tile, a: Tile, s: jax.Array, g: Tile) -> tuple[T
     return g_t, g_a + da
 
 
-def _transpose(approximant: Taylor, a: Tile, g: Tile, index, s, triangular) -> Tile:
+def _transpose(approximant: Taylor, a: Tile, g: Tile, index, s, exact_band) -> Tile:
     """``Taylor.transpose`` at depth 0 on a tile: L*(A, G).
 
     The polynomial part is L(A, G^T)^T, one more forward evaluation; paths that
-    recomputed the band run its squarings backwards (``_square_banded_transpose``).
+    recomputed the band run its squarings backwards (``_square_triangular_transpose``).
     """
     _, forward = jax.jvp(lambda a: _plain(approximant, a, index, s), (a,), (g.T,))
 
     def change(upper, x, t, result):
-        g_t, g_a = _square_banded_transpose(t, upper, s, g)
+        g_t, g_a = _square_triangular_transpose(t, upper, s, g)
         _, g_x = jax.jvp(lambda x: _polynomial(approximant, x, index), (x,), (g_t.T,))
         return (g_a + g_x.T.scale(s) - result).upper()
 
-    return _banded(approximant, a, index, s, triangular, forward.T, change)
+    return _with_band(approximant, a, index, s, exact_band, forward.T, change)
 
 
 def _keep(a: Tile, s: jax.Array, max_squarings: int | None) -> jax.Array:
@@ -332,7 +332,7 @@ def _evaluate_kernel(
     a = Tile(a_ref[...], n)
     s = s_ref[0, :]
     l1, l2 = _row(logs_ref, 0), _row(logs_ref, 1)
-    index, refine, banded = flags_ref[0], flags_ref[1], flags_ref[2]
+    index, refine, exact_band = flags_ref[0], flags_ref[1], flags_ref[2]
 
     def refined():
         a2 = a @ a
@@ -351,8 +351,8 @@ def _evaluate_kernel(
     s = lax.cond(refine > 0, refined, lambda: s)
     x = a.scale(s)
     t = lax.switch(index, _branches(approximant), (x, x @ x))
-    if approximant.squares_triangular:
-        t = lax.cond(banded > 0, lambda: _square_banded(t, a, s), lambda: _square(t, s))
+    if approximant.exact_band:
+        t = lax.cond(exact_band > 0, lambda: _square_triangular(t, a, s), lambda: _square(t, s))
     else:
         t = _square(t, s)
     out_ref[...] = _nan_where_not(_keep(a, s, max_squarings), t).x.astype(out_ref.dtype)
@@ -371,15 +371,15 @@ def _frechet_kernel(
 ):
     """L(A, E) of a path, or with ``transposed`` its transpose L*(A, E).
 
-    ``path_ref`` rows: order index, squarings, triangular.
+    ``path_ref`` rows: order index, squarings, exact band.
     """
     a, e = Tile(a_ref[...], n), Tile(e_ref[...], n)
-    index, s, triangular = (_row(path_ref, r) for r in range(3))
-    triangular = triangular > 0
+    index, s, exact_band = (_row(path_ref, r) for r in range(3))
+    exact_band = exact_band > 0
     if transposed:
-        tangent = _transpose(approximant, a, e, index, s, triangular)
+        tangent = _transpose(approximant, a, e, index, s, exact_band)
     else:
-        _, tangent = jax.jvp(lambda a: _evaluate(approximant, a, index, s, triangular), (a,), (e,))
+        _, tangent = jax.jvp(lambda a: _evaluate(approximant, a, index, s, exact_band), (a,), (e,))
     out_ref[...] = _nan_where_not(_keep(a, s, max_squarings), tangent).x.astype(out_ref.dtype)
 
 
@@ -390,7 +390,7 @@ def _frechet_kernel(
 def compute(
     approximant: Taylor,
     tol: float,
-    triangular: bool | None,
+    upper_triangular: bool | None,
     max_squarings: int | None,
     a: jax.Array,
     interpret: bool = False,
@@ -431,14 +431,14 @@ def compute(
     # scaled; it decides so after the refinement, which can in principle take every
     # s to 0 (then this path bands where the XLA path does not: both are exact there).
     scaled = ~only_first & jnp.any(s > 0)
-    if not approximant.squares_triangular:
-        banded = jnp.bool_(False)
-    elif triangular:
-        banded = scaled
+    if not approximant.exact_band:
+        exact_band = jnp.bool_(False)
+    elif upper_triangular:
+        exact_band = scaled
     else:
-        banded = scaled & jnp.all((upper[0] > 0) | ~finite)
+        exact_band = scaled & jnp.all((upper[0] > 0) | ~finite)
     redo = scaled & jnp.any(overflow & finite)
-    flags = jnp.stack([x.astype(jnp.int32) for x in (index, refine, banded, redo)])
+    flags = jnp.stack([x.astype(jnp.int32) for x in (index, refine, exact_band, redo)])
 
     result, s = _launch(
         functools.partial(_evaluate_kernel, approximant, log2_tol, max_squarings, n),
@@ -463,7 +463,7 @@ def compute(
     path = Path(
         jnp.broadcast_to(index, batch).astype(jnp.int32),
         s[0].reshape(batch),
-        jnp.broadcast_to(banded, batch),
+        jnp.broadcast_to(exact_band, batch),
     )
     return _unblock(result, a.shape), path, products.reshape(batch)
 
@@ -484,7 +484,7 @@ def frechet(
         [
             path.index.astype(jnp.int32).reshape(count),
             path.squarings.astype(jnp.int32).reshape(count),
-            path.triangular.astype(jnp.int32).reshape(count),
+            path.exact_band.astype(jnp.int32).reshape(count),
         ]
     )
     (out,) = _launch(

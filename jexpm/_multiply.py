@@ -349,13 +349,13 @@ def _promote(a, b, t):
     return a.astype(wide), b.astype(wide), t
 
 
-def _formed(x: jax.Array, b: jax.Array, tol: float | None, triangular: bool | None = None):
+def _formed(x: jax.Array, b: jax.Array, tol: float | None, upper_triangular: bool | None = None):
     """(expm(x) @ b, the exponential's ExpmInfo), with expm's derivative rules.
 
     ``triangular``: as ``expm``'s ``upper_triangular`` (False leaves the exact band of
     triangular input, and its branches in the derivative programs, out).
     """
-    e, e_info = _approximant_call(x, "exp", "opt15", tol, triangular)
+    e, e_info = _approximant_call(x, "exp", "opt15", tol, upper_triangular)
     return jnp.matmul(e, b, precision=lax.Precision.HIGHEST), e_info
 
 

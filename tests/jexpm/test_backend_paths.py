@@ -50,7 +50,7 @@ def _accelerator_forward(a, method="opt15"):
     """The forward pass as on an accelerator: dot products, no cache slicing."""
     approximant = _approximants.approximant(method, "exp", "dot")
     compute = functools.partial(
-        approximant.compute, tol=_options.tolerance(None, a.dtype), triangular=None
+        approximant.compute, tol=_options.tolerance(None, a.dtype), upper_triangular=None
     )
     x, path, products = _batching.in_chunks(compute, a, tuning=_tuning.ACCELERATOR)
     info = jexpm.ExpmInfo(approximant.order(path.index), path.squarings, products)

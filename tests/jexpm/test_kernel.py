@@ -44,9 +44,11 @@ def _ctx(dtype):
     return jax.enable_x64(np.dtype(dtype) == np.float64)
 
 
-def _kernel_compute(approximant, tol, triangular, max_squarings, a):
+def _kernel_compute(approximant, tol, upper_triangular, max_squarings, a):
     return jax.jit(
-        lambda a: _kernel.compute(approximant, tol, triangular, max_squarings, a, interpret=True)
+        lambda a: _kernel.compute(
+            approximant, tol, upper_triangular, max_squarings, a, interpret=True
+        )
     )(a)
 
 
@@ -72,7 +74,7 @@ def _xla_frechet(approximant, max_squarings, transposed, a, e, path):
 
 def _same_path(kernel, xla):
     (_, k_path, k_products), (_, x_path, x_products) = kernel, xla
-    for name, k, x in zip(("index", "squarings", "triangular"), k_path, x_path, strict=True):
+    for name, k, x in zip(("index", "squarings", "exact_band"), k_path, x_path, strict=True):
         np.testing.assert_array_equal(np.asarray(k), np.asarray(x), err_msg=name)
     np.testing.assert_array_equal(np.asarray(k_products), np.asarray(x_products))
 
@@ -87,10 +89,10 @@ def _close(x, ref, dtype, squarings=0, factor=64):
         assert rel_err(x[keep], ref[keep]) <= factor * EPS[np.dtype(dtype)]
 
 
-def _both(method, dtype, a, triangular=None, max_squarings=None, exact_band=True, tol=None):
+def _both(method, dtype, a, upper_triangular=None, max_squarings=None, exact_band=True, tol=None):
     approximant = _approximants.approximant(method, "exp", exact_band=exact_band)
     tol = _options.tolerance(tol, a.dtype) if tol is None else tol
-    statics = (approximant, tol, triangular, max_squarings)
+    statics = (approximant, tol, upper_triangular, max_squarings)
     kernel = _kernel_compute(*statics, a)
     xla = _derivatives._compute_xla(*statics, a)
     return approximant, kernel, xla
@@ -147,16 +149,16 @@ def test_triangular_input_recomputes_the_band(triangular):
         a = np.triu(rng.standard_normal((5, 4, 4))) * 3
         a[0] = [[1, 1e17, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]  # Moler's badly scaled
         a = jnp.asarray(a)
-        _, kernel, xla = _both("opt15", "float64", a, triangular=triangular)
+        _, kernel, xla = _both("opt15", "float64", a, upper_triangular=triangular)
         _same_path(kernel, xla)
-        assert bool(jnp.all(kernel[1].triangular))
+        assert bool(jnp.all(kernel[1].exact_band))
         _close(kernel[0], xla[0], "float64", xla[1].squarings)
         # The exact diagonal: e^1 where the plain squaring of Moler's matrix loses it.
         np.testing.assert_allclose(np.diagonal(np.asarray(kernel[0][0])), np.e, rtol=1e-15)
         # General input (upper_triangular=False) takes no band.
         _, kernel, xla = _both("opt15", "float64", a, exact_band=False)
         _same_path(kernel, xla)
-        assert not bool(jnp.any(kernel[1].triangular))
+        assert not bool(jnp.any(kernel[1].exact_band))
 
 
 def test_refined_squarings_and_low_precision_tolerance():
@@ -207,7 +209,7 @@ def test_frechet_and_its_transpose(method, dtype, triangular):
         )
         path = Path(*(x[:, 0] for x in path))
         assert len(set(np.asarray(path.index).tolist())) >= 4
-        assert bool(jnp.any(path.triangular)) == triangular
+        assert bool(jnp.any(path.exact_band)) == triangular
         for transposed in (False, True):
             got = _kernel_frechet(approximant, None, transposed, a, e, path)
             want = _xla_frechet(approximant, None, transposed, a, e, path)
