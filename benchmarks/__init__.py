@@ -9,6 +9,9 @@ Programs (each with ``--help``; the first three with ``--quick``, writing to
   Taylor 15+ paper (training step, sampling, (m, s) in training, products and accuracy).
 * ``python -m benchmarks.device --out DIR``: the accelerator run in one command, within a
   time budget, written to DIR (:mod:`benchmarks.device`; ``--smoke`` for tiny sizes).
+* ``python -m benchmarks.paper_gpu --out DIR``: the paper's Glow experiment on one card in
+  one process, beside the authors' PyTorch Glow with ``--torch-glow PATH``
+  (:mod:`benchmarks.paper_gpu`, :mod:`benchmarks.torch_glow`).
 * ``python -m benchmarks.floor``: expm against the cost of the products it runs.
 
 Modules: :mod:`benchmarks.harness` (timing, inputs, errors, reports),

@@ -17,7 +17,11 @@ which names the machine and the GPU, with six sections, each reusing a suite:
   product form per n and whether slicing large batches for cache pays on this
   backend, the two choices of ``jexpm/_tuning.py``;
 * Glow (:mod:`benchmarks.glow_speed`): training step and sampling latency at the
-  CIFAR-10 and ImageNet 64x64 shapes for each exponential and the I + A stand-in.
+  CIFAR-10 and ImageNet 64x64 shapes for each exponential and the I + A stand-in, one
+  process per row. Each row pays a CUDA start and its compile, so within this budget
+  only a few fit: the whole Glow table, the paper's networks and the authors' PyTorch
+  Glow beside it are ``python -m benchmarks.paper_gpu --out DIR``
+  (:mod:`benchmarks.paper_gpu`), all rows in one process.
 
 The run keeps to a time budget (``--budget``, 420 s by default, so that it ends
 within 8 minutes with JAX's start-up and the report): each section has a share, time
@@ -68,7 +72,7 @@ class OutOfTime(Exception):
 
 
 @contextlib.contextmanager
-def _alarm(deadline: float) -> Iterator[None]:
+def alarm(deadline: float) -> Iterator[None]:
     """Raise :class:`OutOfTime` in this thread at ``deadline`` (perf_counter), if POSIX."""
     if not hasattr(signal, "setitimer"):  # pragma: no cover - not POSIX
         yield
@@ -101,7 +105,7 @@ def guarded(title: str, make: Callable[[], Section], deadline: float | None) -> 
     try:
         if deadline is None:
             return make()
-        with _alarm(deadline + GRACE_SECONDS):
+        with alarm(deadline + GRACE_SECONDS):
             return make()
     except OutOfTime:
         why = f"stopped {GRACE_SECONDS:.0f} s after its time budget ran out"

@@ -28,6 +28,7 @@ channels and 8 residual blocks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -94,8 +95,12 @@ def pinned(method: str, backend: str) -> bool:
 # --------------------------------------------------------------------- worker process
 
 
+@functools.lru_cache(maxsize=8)
 def _images(shape: Shape, n: int) -> np.ndarray:
-    """Real images of the shape: default-dataset patches (upsampled 2x for 64x64)."""
+    """Real images of the shape: default-dataset patches (upsampled 2x for 64x64).
+
+    Cached: the rows of one process (:mod:`benchmarks.paper_gpu`) share their data.
+    """
     from flows import input_pipeline
 
     source = input_pipeline.load("default", "train")
@@ -107,6 +112,11 @@ def _images(shape: Shape, n: int) -> np.ndarray:
     return x[:, :h, :w]
 
 
+def images(shape: Shape) -> np.ndarray:
+    """The uint8 (n, h, w, 3) images every row of ``shape`` trains on (n >= 64)."""
+    return _images(shape, max(shape.train_batch, 64))
+
+
 def _median_seconds(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -116,19 +126,41 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def worker(spec: dict) -> dict:
-    """Time one (shape, method): a jitted training step and sampling per batch size.
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation failure (XLA's RESOURCE_EXHAUSTED, torch's OOM)."""
+    text = f"{type(error).__name__}: {error}"
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+def describe_error(error: BaseException) -> str:
+    """A row's note for an exception: "out of memory" or "failed: " and its first line."""
+    if out_of_memory(error):
+        return "out of memory"
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"failed: {type(error).__name__}: {text[:200]}"
+
+
+def measure(spec: dict) -> dict:
+    """Time one (shape, method) in this process: a jitted training step and sampling.
+
+    The step is compiled as the training program compiles it and timed after its
+    compiling first call; sampling is compiled and timed per batch size. Every timed
+    call ends in ``jax.block_until_ready``. Called by :func:`worker` in a process of
+    its own and by :mod:`benchmarks.paper_gpu` for every row in one process.
 
     Args:
       spec: ``{"shape": dataclasses.asdict(Shape), "method", "net", "repeats"}``;
         method :data:`STAND_IN` is the cost-free I + A.
 
     Returns:
-      ``{"compile_s", "step_s", "sample_s": {batch: seconds}, "glibc_tunables"}``, the
-      last the worker's ``GLIBC_TUNABLES`` (None: unset).
-    """
-    import functools
+      ``{"compile_s", "step_s", "sample_compile_s": {batch: seconds}, "sample_s":
+      {batch: seconds}}``, and ``"sample_errors": {batch: why}`` for sampling batches
+      that ran out of memory.
 
+    Raises:
+      Whatever building, compiling or running the step raises (e.g. XLA's
+      RESOURCE_EXHAUSTED when the training batch does not fit).
+    """
     import jax
     import jax.numpy as jnp
     import optax
@@ -141,19 +173,24 @@ def worker(spec: dict) -> dict:
         STAND_IN, lambda a, tol: jnp.eye(a.shape[-1], dtype=a.dtype) + a, replace=True
     )
     shape = Shape(**{**spec["shape"], "image_shape": tuple(spec["shape"]["image_shape"])})
+    shape = dataclasses.replace(
+        shape,
+        steps_per_level=tuple(shape.steps_per_level),
+        sample_batches=tuple(shape.sample_batches),
+    )
     hidden, blocks = (128, 8) if spec["net"] == "paper" else (32, 1)
     method, action = ("opt15", None) if spec["method"] == ACTION else (spec["method"], False)
     model_options = flows.GlowOptions(
         levels=shape.levels,
-        steps_per_level=tuple(shape.steps_per_level),
+        steps_per_level=shape.steps_per_level,
         hidden_channels=hidden,
         residual_blocks=blocks,
         coupling_action=action,
         expm_method=method,
     )
     model = flows.Glow(shape.image_shape, model_options, rngs=nnx.Rngs(0))
-    images = _images(shape, max(shape.train_batch, 64))
-    model.initialize(train.dequantize_init_batch(jnp.asarray(images[:64]), 0))
+    data = images(shape)
+    model.initialize(train.dequantize_init_batch(jnp.asarray(data[:64]), 0))
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adamax(1e-3)
     state = {"state": train.create_train_state(params, tx)}
@@ -164,7 +201,7 @@ def worker(spec: dict) -> dict:
         donate_argnums=0,
         compiler_options=options,
     )
-    batch = jnp.asarray(images[: shape.train_batch])
+    batch = jnp.asarray(data[: shape.train_batch])
     key = jax.random.key(0)
 
     def train_step():
@@ -172,23 +209,43 @@ def worker(spec: dict) -> dict:
 
     t0 = time.perf_counter()
     train_step()
-    result: dict = {
-        "compile_s": time.perf_counter() - t0,
-        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
-    }
+    result: dict = {"compile_s": time.perf_counter() - t0}
     result["step_s"] = _median_seconds(train_step, spec["repeats"])
     params = state["state"].params
-    result["sample_s"] = {}
+    result["sample_compile_s"], result["sample_s"], errors = {}, {}, {}
     for n in shape.sample_batches:
         sample = jax.jit(
             lambda p, k, n=n: nnx.merge(graphdef, p).sample(k, n, 0.7), compiler_options=options
         )
-        jax.block_until_ready(sample(params, key))
-        seconds = _median_seconds(
-            lambda s=sample: jax.block_until_ready(s(params, key)), spec["repeats"]
-        )
+        try:
+            t0 = time.perf_counter()
+            jax.block_until_ready(sample(params, key))
+            result["sample_compile_s"][str(n)] = time.perf_counter() - t0
+            seconds = _median_seconds(
+                lambda s=sample: jax.block_until_ready(s(params, key)), spec["repeats"]
+            )
+        except Exception as e:  # a batch that does not fit: the others still count
+            if not out_of_memory(e):
+                raise
+            errors[str(n)] = "out of memory"
+            continue
         result["sample_s"][str(n)] = seconds
+    if errors:
+        result["sample_errors"] = errors
     return result
+
+
+def worker(spec: dict) -> dict:
+    """:func:`measure` as a worker process runs it, with the process's allocator setting.
+
+    Args:
+      spec: as for :func:`measure`.
+
+    Returns:
+      :func:`measure`'s result and ``"glibc_tunables"``, the worker's
+      ``GLIBC_TUNABLES`` (None: unset).
+    """
+    return measure(spec) | {"glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
 
 
 def worker_env() -> dict[str, str]:
