@@ -45,8 +45,13 @@ def phi(a: ArrayLike, k: int, *, tol: float | None = None, method: Method = "opt
     :math:`W = \begin{bmatrix} A & I & & \\ & 0 & \ddots & \\ & & \ddots & I \\ & & & 0
     \end{bmatrix}` (size :math:`(k+1)n`) by :func:`jexpm.expm`, whose selection,
     batching and derivatives (``jax.grad``, ``jax.jvp``, any order) it inherits. The
-    cost is that of one exponential of size :math:`(k+1)n`: for large n and k, the
-    recurrences of Skaflestad and Wright (2009) cost less (not implemented here).
+    cost is that of one exponential of size :math:`(k+1)n`. Measured on the CPU against
+    a prototype of the scaling and modified squaring of Skaflestad and Wright (2009),
+    whose products are of size n, this route was the slower in almost every case
+    tried, by a factor growing with k, at equal float64 accuracy (in float32 the
+    prototype was less accurate), and it compiled slower (docs/design.md, section 8a,
+    with the figures); it stays for the selection, triangular path and derivatives it
+    inherits from :func:`jexpm.expm`.
 
     Args:
       a: (..., n, n) matrices, dtypes as :func:`jexpm.expm`.
