@@ -210,8 +210,12 @@ def triangular_values(a: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]
     2^-k a_{i,i+1} (e^(2^-k a_{i+1,i+1}) - e^(2^-k a_ii)) / (2^-k (a_{i+1,i+1} - a_ii)).
     Only the diagonal and superdiagonal of ``a`` are read.
     """
-    diag = scale(jnp.diagonal(a, axis1=-2, axis2=-1), k, core_ndim=1)
-    sup = scale(jnp.diagonal(a, offset=1, axis1=-2, axis2=-1), k, core_ndim=1)
+    x = scale(a, k)
+    n = a.shape[-1]
+    # Each diagonal read as a masked row sum (exact: the other terms are zeros), which
+    # compiles to a smaller program than jnp.diagonal's gather.
+    diag = jnp.sum(jnp.where(np.eye(n, dtype=bool), x, 0), axis=-1)
+    sup = jnp.sum(jnp.where(np.eye(n, k=1, dtype=bool), x, 0), axis=-1)[..., :-1]
     return jnp.exp(diag), sup * exp_divided_difference(diag[..., :-1], diag[..., 1:])
 
 
@@ -255,8 +259,11 @@ def band_values(a: jax.Array, k: jax.Array, depth: int = 0) -> jax.Array:
     """The exact band of exp(2^-k A) as a matrix (zero off the band), nested ``depth`` times."""
     if depth == 0:
         diag, sup = triangular_values(a, k)
-        i = np.arange(a.shape[-1])
-        return jnp.zeros_like(a).at[..., i, i].set(diag).at[..., i[:-1], i[1:]].set(sup)
+        n = a.shape[-1]
+        # Each row's value, placed by masks (a scatter would be a larger program).
+        sup = jnp.concatenate([sup, jnp.zeros_like(diag[..., :1])], axis=-1)
+        on_sup = jnp.where(np.eye(n, k=1, dtype=bool), sup[..., :, None], 0)
+        return jnp.where(np.eye(n, dtype=bool), diag[..., :, None], on_sup)
     n = a.shape[-1] // 2
     inner, tangent = jax.jvp(
         lambda x: band_values(x, k, depth - 1), (a[..., :n, :n],), (a[..., :n, n:],)
@@ -273,12 +280,19 @@ def where_entries(mask: np.ndarray, new, old: jax.Array) -> jax.Array:
     return jnp.where(np.broadcast_to(mask, old.shape), new, old)
 
 
-def _triangular_step(a: jax.Array, s: jax.Array, depth: int, matmul: Matmul):
-    """X_{j+1} = X_j X_j with the exact band of exp(2^-(s-j-1) A), for members with j < s."""
+def _triangular_step(t: jax.Array, a: jax.Array, s: jax.Array, depth: int, matmul: Matmul):
+    """Step j of ``square_triangular``, for j = -1, 0, ..., max(s) - 1.
+
+    Step -1 sets the exact band of exp(2^-s A) in T (X_0); step j >= 0 squares X_j and
+    sets the band of exp(2^-(s-j-1) A) (X_{j+1}), for the members with j < s. One loop
+    body holds the band's evaluation, so the program (and its derivatives) holds it
+    once; step -1 forms one product that it does not use.
+    """
     band = band_mask(a.shape[-1], depth)
 
     def step(j, x):
-        new = where_entries(band, band_values(a, s - j - 1, depth), matmul(x, x))
+        squared = jnp.where(j >= 0, matmul(x, x), t)
+        new = where_entries(band, band_values(a, s - j - 1, depth), squared)
         return _member(j < s, new, x)
 
     return step
@@ -292,10 +306,10 @@ def square_triangular(
     X_0 = T with the exact band of exp(2^-s A); X_{j+1} = X_j X_j with the exact band of
     exp(2^-(s-j-1) A) (``band_values``). This removes the error that overscaling would
     otherwise amplify (Al-Mohy and Higham, SIAM J. Matrix Anal. Appl. 31(3), 2009,
-    section 2.3 and Code Fragment 2.1).
+    section 2.3 and Code Fragment 2.1). Members with s = 0 get T with the exact band.
     """
-    x0 = where_entries(band_mask(a.shape[-1], depth), band_values(a, s, depth), t)
-    return lax.fori_loop(0, jnp.max(s, initial=0), _triangular_step(a, s, depth, matmul), x0)
+    top = jnp.max(s, initial=0)
+    return lax.fori_loop(-1, top, _triangular_step(t, a, s, depth, matmul), t)
 
 
 def square_triangular_transpose(
@@ -304,31 +318,29 @@ def square_triangular_transpose(
     """The transpose of the tangent of ``square_triangular`` at (t, a), applied to ``g``.
 
     Returns (g_t, g_a): the cotangents of T and of A (through the exact band). The
-    squarings run backwards; each X_j is recomputed from X_0 rather than stored, so
-    memory stays that of a few matrices while the products grow as s^2 / 2.
+    steps run backwards, from j = max(s) - 1 down to -1; each X_j is recomputed from T
+    rather than stored, so memory stays that of a few matrices while the products
+    grow as s^2 / 2.
     """
     band = band_mask(a.shape[-1], depth)
-    step = _triangular_step(a, s, depth, matmul)
-    x0 = where_entries(band, band_values(a, s, depth), t)
-
-    def through_band(g, k, active):
-        """(cotangent of A from the band set at scale k, g with that band removed)."""
-        _, pullback = jax.vjp(lambda a: band_values(a, k, depth), a)
-        (g_a,) = pullback(where_entries(band, g, jnp.zeros_like(g)))
-        return _member(active, g_a, jnp.zeros_like(g_a)), where_entries(band, 0, g)
+    step = _triangular_step(t, a, s, depth, matmul)
+    top = jnp.max(s, initial=0)
 
     def body(i, carry):
         g, g_a = carry
-        j = jnp.max(s, initial=0) - 1 - i
+        j = top - 1 - i
         active = j < s
-        x = lax.fori_loop(0, j, step, x0)
-        da, h = through_band(g, jnp.maximum(s - j - 1, 0), active)
+        # Through the band set at scale s - j - 1: its cotangent of A, and g without it.
+        _, pullback = jax.vjp(lambda a: band_values(a, jnp.maximum(s - j - 1, 0), depth), a)
+        (da,) = pullback(where_entries(band, g, jnp.zeros_like(g)))
+        h = where_entries(band, 0, g)
+        # Through the squaring X_j X_j (step -1 passes T on as it is).
+        x = lax.fori_loop(-1, j, step, t)
         xt = jnp.swapaxes(x, -1, -2)
-        return _member(active, matmul(h, xt) + matmul(xt, h), g), g_a + da
+        g_x = jnp.where(j >= 0, matmul(h, xt) + matmul(xt, h), h)
+        return _member(active, g_x, g), g_a + _member(active, da, jnp.zeros_like(da))
 
-    g, g_a = lax.fori_loop(0, jnp.max(s, initial=0), body, (g, jnp.zeros_like(a)))
-    da, g_t = through_band(g, s, jnp.ones(s.shape, bool))
-    return g_t, g_a + da
+    return lax.fori_loop(0, top + 1, body, (g, jnp.zeros_like(a)))
 
 
 def squaring_products(family: str) -> int:

@@ -189,14 +189,19 @@ def _square(t: Tile, s: jax.Array) -> Tile:
     return lax.fori_loop(0, jnp.max(s), body, t)
 
 
+def _triangular_step(t: Tile, a: Tile, s: jax.Array):
+    """Step j of ``alg.square_triangular`` on a tile, for j = -1, 0, ..., max(s) - 1."""
+
+    def step(j, x):
+        squared = (x @ x).where(jnp.broadcast_to(j >= 0, s.shape), t)
+        return squared.with_band(a.band_values(s - j - 1)).where(j < s, x)
+
+    return step
+
+
 def _square_triangular(t: Tile, a: Tile, s: jax.Array) -> Tile:
     """``alg.square_triangular`` on a tile: the exact band of exp(2^-k A) at every step."""
-    x0 = t.with_band(a.band_values(s))
-
-    def body(j, x):
-        return (x @ x).with_band(a.band_values(s - j - 1)).where(j < s, x)
-
-    return lax.fori_loop(0, jnp.max(s), body, x0)
+    return lax.fori_loop(-1, jnp.max(s), _triangular_step(t, a, s), t)
 
 
 def _polynomial(approximant: Taylor, x: Tile, index: jax.Array) -> Tile:
@@ -241,32 +246,25 @@ def _evaluate(approximant: Taylor, a: Tile, index, s, exact_band) -> Tile:
 def _square_triangular_transpose(t: Tile, a: Tile, s: jax.Array, g: Tile) -> tuple[Tile, Tile]:
     """``alg.square_triangular_transpose`` on a tile: (cotangent of T, of A).
 
-    The squarings run backwards; each X_j is formed again from X_0 rather than
-    stored, so the kernel keeps a few matrices whatever s.
+    The steps run backwards; each X_j is formed again from T rather than stored, so
+    the kernel keeps a few matrices whatever s.
     """
     top = jnp.max(s)
-    x0 = t.with_band(a.band_values(s))
-
-    def step(j, x):
-        return (x @ x).with_band(a.band_values(s - j - 1)).where(j < s, x)
-
-    def through_band(g: Tile, k: jax.Array, active: jax.Array) -> tuple[Tile, Tile]:
-        _, pullback = jax.vjp(lambda a: a.band_values(k), a)
-        (g_a,) = pullback(g.band())
-        return g_a.where(active, g_a * 0.0), g.off_band()
+    step = _triangular_step(t, a, s)
 
     def body(i, carry):
         g, g_a = carry
         j = top - 1 - i
         active = j < s
-        x = lax.fori_loop(0, j, step, x0)
-        da, h = through_band(g, jnp.maximum(s - j - 1, 0), active)
+        _, pullback = jax.vjp(lambda a: a.band_values(jnp.maximum(s - j - 1, 0)), a)
+        (da,) = pullback(g.band())
+        h = g.off_band()
+        x = lax.fori_loop(-1, j, step, t)
         xt = x.T
-        return (h @ xt + xt @ h).where(active, g), g_a + da
+        g_x = (h @ xt + xt @ h).where(jnp.broadcast_to(j >= 0, s.shape), h)
+        return g_x.where(active, g), g_a + da.where(active, da * 0.0)
 
-    g, g_a = lax.fori_loop(0, top, body, (g, a * 0.0))
-    da, g_t = through_band(g, s, jnp.ones(s.shape, bool))
-    return g_t, g_a + da
+    return lax.fori_loop(0, top + 1, body, (g, a * 0.0))
 
 
 def _transpose(approximant: Taylor, a: Tile, g: Tile, index, s, exact_band) -> Tile:
