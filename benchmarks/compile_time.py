@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -115,16 +114,6 @@ def worker(spec: dict) -> dict:
     }
 
 
-def _export(revision: str, into: Path) -> None:
-    """The flows and jexpm packages of ``revision`` into ``into``."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", revision, "flows", "jexpm"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-
-
 def _measure(tree: Path, spec: dict, limit: float) -> dict:
     """``worker(spec)`` in a child process whose flows and jexpm come from ``tree``."""
     code = (
@@ -153,7 +142,7 @@ def run(workloads: Sequence[str], revision: str | None, repeats: int, limit: flo
         trees = {"current": ROOT}
         if revision:
             trees[revision] = Path(tmp)
-            _export(revision, Path(tmp))
+            isolation.export_revision(revision, Path(tmp))
         for tree_name, workload, stats, unroll in runs:
             reps = max(1, repeats // 3) if workload == "cifar10" else repeats
             spec = {"workload": workload, "statistics": stats, "unroll": unroll, "repeats": reps}

@@ -121,6 +121,25 @@ def run_isolated(
     return result
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def export_revision(
+    revision: str, into: Path, packages: Sequence[str] = ("flows", "jexpm")
+) -> None:
+    """The ``packages`` of git ``revision`` of this checkout into the folder ``into``.
+
+    A child process with ``into`` first on its ``sys.path`` then measures that revision
+    beside the current tree.
+    """
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, *packages],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     proc.kill()
     proc.communicate()
