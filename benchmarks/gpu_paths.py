@@ -13,14 +13,20 @@ For each (workload, 1-norm) in float32, and each of the forward pass, ``jax.grad
 beside the floor (the input and output bytes at the rate of a jitted copy of the same
 array, timed in the same run), each path's ratio to it, and the host round trips of
 each program: the data-dependent ``case`` and ``while`` ops of its lowered module
-(XLA:GPU runs each with a host round trip; ops inside a kernel are not counted).
+(XLA:GPU runs each with a host round trip; ops inside a kernel are not counted) and,
+on a GPU, the device-to-host copies per call that ``jax.profiler`` records
+(:func:`host_copies`), which count the round trips the program really makes.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
+import json
 import re
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -75,7 +81,11 @@ HEADERS = [
     *(f"{p} ms" for p in PATHS),
     *(f"{p}/floor" for p in PATHS),
     *(f"{p} round trips" for p in PATHS),
+    *(f"{p} D2H/call" for p in PATHS),
 ]
+#: The name XLA's CUPTI collector gives a device-to-host copy in a profile
+#: (openxla/xla, ``xla/backends/profiler/gpu/cupti_tracer.cc``).
+D2H_EVENT = "MemcpyD2H"
 
 _CONSTANT = re.compile(r"^\s*(%[\w#]+)(?::\d+)? = stablehlo\.constant")
 _CASE = re.compile(r"^\s*(%[\w#]+)(?::\d+)? = \"stablehlo\.case\"\((%[\w#]+)\)")
@@ -100,6 +110,31 @@ def round_trips(text: str) -> tuple[int, int]:
             else:
                 cases += 1
     return cases, text.count("stablehlo.while")
+
+
+def trace_events(directory: Path, name: str) -> int:
+    """Events whose name contains ``name`` in the ``jax.profiler`` traces under ``directory``."""
+    count = 0
+    for path in directory.rglob("perfetto_trace.json.gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            trace = json.load(f)
+        events = trace.get("traceEvents", []) if isinstance(trace, dict) else trace
+        count += sum(name in str(event.get("name", "")) for event in events)
+    return count
+
+
+def host_copies(call: Callable[[], Any], calls: int = 3) -> float:
+    """Device-to-host copies per call of ``call`` (warm), counted in a ``jax.profiler`` trace.
+
+    Each copy is one event named :data:`D2H_EVENT` on the device's lines of the trace
+    (0 on a CPU, which has none).
+    """
+    jax.block_until_ready(call())
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            for _ in range(calls):
+                jax.block_until_ready(call())
+        return trace_events(Path(tmp), D2H_EVENT) / calls
 
 
 def _copy_seconds(x: jax.Array, repeats: int) -> float:
@@ -156,6 +191,8 @@ def run(
                 if not isinstance(compiled[p, kind, w.shape], Exception)
             }
             times = {p: t for p, (t, _) in harness.median_times(calls, repeats).items()}
+            # The profiler's count, on GPUs (a CPU makes no device-to-host copies).
+            copies = {p: host_copies(call) for p, (call, _) in calls.items()} if gpu else {}
             rows.append(
                 [
                     w.label,
@@ -165,6 +202,7 @@ def run(
                     *(harness.ms(times.get(p)) for p in PATHS),
                     *(harness.ratio(times.get(p), floor) for p in PATHS),
                     *(trips.get((p, kind, w.shape)) for p in PATHS),
+                    *(harness.fmt(copies.get(p), ".1f") for p in PATHS),
                 ]
             )
     errors = sorted({f"{k[0]}: {v}" for k, v in compiled.items() if isinstance(v, Exception)})
@@ -172,7 +210,8 @@ def run(
     return harness.Section(
         f"### expm's paths, {DTYPE} (median ms; floor = a jitted copy of the input, "
         "bytes in and out; round trips = data-dependent case and while ops of the "
-        f"program)\n\n{harness.markdown_table(HEADERS, rows)}"
+        "program; D2H/call = device-to-host copies per call in a jax.profiler trace, "
+        f"GPUs only)\n\n{harness.markdown_table(HEADERS, rows)}"
         f"{harness.skipped_note(skipped)}{note}",
         harness.records(HEADERS, rows),
     )
