@@ -210,23 +210,36 @@ def test_scanned_steps_run_under_plain_jax_transforms_of_a_closure():
     assert g.shape == x.shape and bool(jnp.all(jnp.isfinite(g)))
 
 
+def _unroll_model(unroll):
+    model = tiny(levels=1, steps_per_level=(3,), residual_blocks=2, scan_unroll=unroll)
+    model.initialize(data())
+    return model
+
+
+def _unroll_loss(model, x):
+    return -jnp.mean(model.log_prob(x))
+
+
+@pytest.fixture(scope="module")
+def rolled():
+    """The scan_unroll=1 model of the test below, initialised, with its loss and gradient.
+
+    Built and compiled once for both parametrizations, which only read it.
+    """
+    model = _unroll_model(1)
+    return model, nnx.jit(nnx.value_and_grad(_unroll_loss))(model, data())
+
+
 @pytest.mark.parametrize("unroll", [2, True])
-def test_unrolled_scans_compute_the_same_model(unroll):
+def test_unrolled_scans_compute_the_same_model(unroll, rolled):
     """unroll changes how the stacked steps are compiled, not what they compute: same
     parameters (the same draws), same log-likelihood, gradient and round trip; every
     scan (steps and residual blocks) gets the unroll."""
     x = data()
-    models = [
-        tiny(levels=1, steps_per_level=(3,), residual_blocks=2, scan_unroll=u) for u in (1, unroll)
-    ]
-    for model in models:
-        model.initialize(x)
+    models = [rolled[0], _unroll_model(unroll)]
     assert jax.tree.all(jax.tree.map(np.array_equal, nnx.state(models[0]), nnx.state(models[1])))
 
-    def loss(model, x):
-        return -jnp.mean(model.log_prob(x))
-
-    values = [nnx.jit(nnx.value_and_grad(loss))(model, x) for model in models]
+    values = [rolled[1], nnx.jit(nnx.value_and_grad(_unroll_loss))(models[1], x)]
     np.testing.assert_allclose(values[1][0], values[0][0], rtol=1e-6)
     for g1, g0 in zip(jax.tree.leaves(values[1][1]), jax.tree.leaves(values[0][1]), strict=True):
         np.testing.assert_allclose(g1, g0, rtol=1e-4, atol=1e-6)
