@@ -34,6 +34,7 @@ Adamax at learning rate 1e-3, the temperature of our sampling.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import math
@@ -91,10 +92,8 @@ def load(checkout: Path) -> types.SimpleNamespace:
         if module is not None and Path(where).resolve().parent != checkout:
             raise RuntimeError(f"a module {name!r} from {where} is already imported")
     sys.path.insert(0, str(checkout))
-    import adamax  # pyright: ignore[reportMissingImports]
-    import nets  # pyright: ignore[reportMissingImports]
-    import utils  # pyright: ignore[reportMissingImports]
-
+    # Their modules, found on the checkout's path at run time (not dependencies of ours).
+    adamax, nets, utils = (importlib.import_module(name) for name in ("adamax", "nets", "utils"))
     return types.SimpleNamespace(
         Model=nets.Model, preprocess=utils.preprocess, Adamax=adamax.Adamax
     )
