@@ -62,7 +62,7 @@ def _squarings_for(log2_err: jax.Array, log2_tol: float, p: int, dtype) -> jax.A
     return jnp.clip(s, 0, max_squarings(dtype))
 
 
-def select(orders, stored, log2_b, logs: tuple[jax.Array, ...], log2_tol: float):
+def select(orders, stored, log2_b, logs: tuple[jax.Array, ...], finite: jax.Array, log2_tol: float):
     """Order index and squarings of each member, for orders >= 2.
 
     Args:
@@ -71,6 +71,7 @@ def select(orders, stored, log2_b, logs: tuple[jax.Array, ...], log2_tol: float)
       log2_b: per order, log2 of the bounds b_{m+1}, b_{m+2} of the neglected terms.
       logs: per-member log2 of bounds of ||A||_1, ||A^2||_1, ... (+inf for a power
         not formed).
+      finite: per member, whether A is finite (``finite_member`` of ``logs[0]``).
       log2_tol: log2 of the tolerance.
 
     Returns:
@@ -112,7 +113,6 @@ def select(orders, stored, log2_b, logs: tuple[jax.Array, ...], log2_tol: float)
     )
     # A non-finite member's result is NaN whatever is chosen for it: the lowest order
     # and no squarings, so that it never raises what a batch shares.
-    finite = finite_member(l1)
     s = jnp.where((index == top) & finite, s, 0)
     index = jnp.where(finite, index, 1)
     return index.astype(jnp.int32), s.astype(jnp.int32)
@@ -351,6 +351,19 @@ def squaring_products(family: str) -> int:
 def finite_member(norm: jax.Array) -> jax.Array:
     """True for members whose norm (or its log) is finite; False for Inf and NaN."""
     return norm < jnp.inf
+
+
+def batch_all(holds: jax.Array, finite: jax.Array) -> jax.Array:
+    """Whether ``holds`` for the whole batch, its members with non-finite input left out.
+
+    Such members give NaN results whatever their path, so they never decide a choice
+    the batch shares (the order-1 shortcut, the exact band). ``holds`` has the batch
+    shape of ``finite``, or more axes per member after it.
+    """
+    extra = holds.ndim - finite.ndim
+    if extra:
+        finite = finite[(..., *(None,) * extra)]
+    return jnp.all(holds | ~finite)
 
 
 def mask_nonfinite(x: jax.Array, finite: jax.Array) -> jax.Array:

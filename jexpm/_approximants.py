@@ -201,30 +201,42 @@ class Taylor(Approximant):
         b2, b3 = self.log2_b[0]
         return (b2 + 2 * l1 <= log2_tol) & (b3 + 3 * l1 <= log2_tol)
 
-    def select(self, l1: jax.Array, n2: jax.Array, log2_tol: float, form):
+    def select(
+        self,
+        l1: jax.Array,
+        n2: jax.Array,
+        finite: jax.Array,
+        log2_tol: float,
+        form: Callable,
+        a2: jax.Array | None = None,
+    ):
         """(index, s, powers, formed, overflow, l2): the selection, with A^3, ... as needed.
 
         ``index`` is each member's own (``alg.select``). A^j (j > 2) is formed only
-        when some member's order so far stores it: ``form(j, need)`` returns
-        (A^j or None, ||A^j||_1 per member) for a scalar bool ``need`` (the XLA path
-        forms it under a ``cond``; the GPU kernel's norms are all formed already and
-        only read where needed). Its norm then sharpens the bounds and the orders are
-        chosen again (never higher). ``formed`` says which powers were (scalar
-        bools, for A^3 onwards); ``overflow`` marks members with a power whose norm
-        is not finite.
+        when some member's order so far stores it: ``form(j, need, previous)``
+        returns (A^j or None, ||A^j||_1 per member) for a scalar bool ``need``, from
+        ``previous`` = A^(j-1) (``a2``, then what it returned before). The XLA path
+        forms it under a ``cond`` (``_next_power``); the GPU kernel's norms are all
+        formed already and only read where needed. Its norm then sharpens the bounds
+        and the orders are chosen again (never higher). ``finite``: per member,
+        whether A is finite. ``formed`` says which powers were (scalar bools, for A^3
+        onwards); ``overflow`` marks members with a power whose norm is not finite.
         """
         l2 = jnp.fmin(jnp.log2(n2), 2 * l1).astype(l1.dtype)
         powers, logs, formed, overflow = [], [l1, l2], [], ~(n2 < jnp.inf)
-        index, s = alg.select(self.orders, self.stored, self.log2_b, tuple(logs), log2_tol)
+        index, s = alg.select(self.orders, self.stored, self.log2_b, tuple(logs), finite, log2_tol)
+        previous = a2
         for j in range(3, max(self.stored) + 1):
             need = jnp.max(index, initial=0) >= self.stored.index(j)
-            power, norm = form(j, need)
+            previous, norm = form(j, need, previous)
             l_power = jnp.fmin(jnp.log2(norm), logs[-1] + l1).astype(l1.dtype)
-            powers.append(power)
+            powers.append(previous)
             logs.append(jnp.where(need, l_power, jnp.inf))
             formed.append(need)
             overflow = overflow | (need & ~(norm < jnp.inf))
-            index, s = alg.select(self.orders, self.stored, self.log2_b, tuple(logs), log2_tol)
+            index, s = alg.select(
+                self.orders, self.stored, self.log2_b, tuple(logs), finite, log2_tol
+            )
         return index, s, tuple(powers), tuple(formed), overflow, l2
 
     @staticmethod
@@ -240,6 +252,13 @@ class Taylor(Approximant):
         per_member: bool = False,
     ):
         """Choose the path on device and evaluate it.
+
+        The steps: the 1-norms of A and which members are finite; then, unless every
+        finite member passes order 1 (``_order1``), the higher orders
+        (``_higher_orders``): A2 and the powers the selection reads, the order and
+        squarings, the refinement of s, the scaled powers, the formulas per member
+        and the squaring, with the count of products; last, NaN for the members with
+        a non-finite entry.
 
         Batches where no member needs scaling skip the scaling, the squaring loop and
         its checks altogether: on flow-sized batches each of those is a pass over the
@@ -264,106 +283,143 @@ class Taylor(Approximant):
         log2_tol = math.log2(tol)
         l1 = jnp.log2(alg.norm1(a))
         finite = alg.finite_member(l1)
-        batch = l1.shape
-        zeros = jnp.zeros(batch, jnp.int32)
         order1 = self.order1(l1, log2_tol)
-
-        def first():
-            return self.first(a), Path(zeros, zeros, zeros.astype(bool)), zeros
-
-        def higher():
-            a2 = self.matmul(a, a)
-            power_list = [a, a2]
-
-            def form(j, need):
-                def formed():
-                    power = self.matmul(power_list[-1], a)
-                    return power, alg.norm1(power)
-
-                def skipped():
-                    return jnp.zeros_like(a), jnp.zeros(batch, l1.dtype)
-
-                power, norm = lax.cond(need, formed, skipped)
-                power_list.append(power)
-                return power, norm
-
-            index, s, higher_powers, formed, overflow, l2 = self.select(
-                l1, alg.norm1(a2), log2_tol, form
-            )
-            powers = (a, a2, *higher_powers)
-            if per_member:
-                index = jnp.where(order1, 0, index)
-            else:
-                index = jnp.max(index, initial=1)
-            refine = self.refines(l1, l2, s)
-            s = lax.cond(
-                refine,
-                lambda: alg.refine_squarings(
-                    self.orders, self.log2_b, a, a2, l1, l2, s, log2_tol, self.matmul
-                ),
-                lambda: s,
-            )
-
-            # Batches where no member needs scaling skip the scaling and the squaring
-            # loop; the formulas are built once, after the choice of their arguments.
-            any_scaled = jnp.any(s > 0)
-            # A power overflowed although A is finite (its norm is not finite): form
-            # the powers again from the scaled A.
-            redo = any_scaled & jnp.any(overflow & finite)
-            again = (jnp.bool_(True), *formed)
-
-            def scaled_powers():
-                x = alg.scale(a, s)
-
-                def reform():
-                    out = [x]
-                    for need in again:
-                        previous = out[-1]
-                        out.append(
-                            lax.cond(
-                                need,
-                                lambda previous=previous: self.matmul(previous, x),
-                                lambda: jnp.zeros_like(x),
-                            )
-                        )
-                    return tuple(out)
-
-                def rescale():
-                    return tuple(alg.scale(p, (j + 1) * s) for j, p in enumerate(powers))
-
-                return lax.cond(redo, reform, rescale)
-
-            xs = lax.cond(any_scaled, scaled_powers, lambda: powers)
-            t = by_member(index, self._formulas, xs)
-            t, exact_band = lax.cond(
-                any_scaled,
-                lambda t: self._square(t, xs[0], a, s, upper_triangular, finite),
-                lambda t: (t, jnp.bool_(False)),
-                t,
-            )
-            redo_products = redo.astype(jnp.int32) * sum(f.astype(jnp.int32) for f in again)
-            products = (
-                jnp.asarray(self.products, jnp.int32)[index]
-                + alg.squaring_products(self.family) * s
-                + redo_products
-                + alg.REFINE_PRODUCTS * refine.astype(jnp.int32)
-            )
-            path = Path(jnp.broadcast_to(index, batch), s, jnp.full(batch, exact_band))
-            return t, path, products
-
         # Non-finite members (NaN results whatever their path) never decide for the batch.
-        result, path, products = lax.cond(jnp.all(order1 | ~finite), first, higher)
+        result, path, products = lax.cond(
+            alg.batch_all(order1, finite),
+            lambda: self._order1(a),
+            lambda: self._higher_orders(
+                a, l1, finite, order1, log2_tol, upper_triangular, per_member
+            ),
+        )
         return alg.mask_nonfinite(result, finite), path, products
 
+    def _order1(self, a: jax.Array) -> tuple[jax.Array, Path, jax.Array]:
+        """(result, path, products) of order 1 for every member: no A2, no scaling."""
+        zeros = jnp.zeros(a.shape[:-2], jnp.int32)
+        return self.first(a), Path(zeros, zeros, zeros.astype(bool)), zeros
+
+    def _higher_orders(
+        self,
+        a: jax.Array,
+        l1: jax.Array,
+        finite: jax.Array,
+        order1: jax.Array,
+        log2_tol: float,
+        upper_triangular: bool | None,
+        per_member: bool,
+    ) -> tuple[jax.Array, Path, jax.Array]:
+        """(result, path, products) of a batch that needs an order above 1.
+
+        ``l1``: log2 ||A||_1; ``finite`` and ``order1``: per member, whether A is
+        finite and whether order 1 passes; the rest as in ``compute``.
+        """
+        a2 = self.matmul(a, a)
+        index, s, higher, formed, overflow, l2 = self.select(
+            l1, alg.norm1(a2), finite, log2_tol, functools.partial(self._next_power, a), a2
+        )
+        powers = (a, a2, *higher)
+        index = jnp.where(order1, 0, index) if per_member else jnp.max(index, initial=1)
+        s, refine = self._refine(a, a2, l1, l2, s, log2_tol)
+        # Batches where no member needs scaling skip the scaling and the squaring loop;
+        # the formulas are built once, after the choice of their arguments.
+        scaled = jnp.any(s > 0)
+        # A power overflowed although A is finite (its norm is not finite): form the
+        # powers again from the scaled A.
+        redo = scaled & jnp.any(overflow & finite)
+        again = (jnp.bool_(True), *formed)
+        xs = lax.cond(scaled, lambda: self._scaled_powers(powers, s, redo, again), lambda: powers)
+        t = by_member(index, self._formulas, xs)
+        t, exact_band = lax.cond(
+            scaled,
+            lambda t: self._square(t, xs[0], a, s, upper_triangular, finite),
+            lambda t: (t, jnp.bool_(False)),
+            t,
+        )
+        products = self._count_products(index, s, refine, redo, again)
+        batch = l1.shape
+        path = Path(jnp.broadcast_to(index, batch), s, jnp.full(batch, exact_band))
+        return t, path, products
+
+    def _next_power(self, a: jax.Array, j: int, need: jax.Array, previous: jax.Array):
+        """(A^j, ||A^j||_1) = (A^(j-1) A, its norm) where ``need``, else zeros (a ``cond``)."""
+        del j
+
+        def formed():
+            power = self.matmul(previous, a)
+            return power, alg.norm1(power)
+
+        def skipped():
+            return jnp.zeros_like(a), jnp.zeros(a.shape[:-2], alg.real_dtype(a))
+
+        return lax.cond(need, formed, skipped)
+
+    def _refine(self, a, a2, l1, l2, s, log2_tol: float) -> tuple[jax.Array, jax.Array]:
+        """(s, refine): s sharpened by ||A^8|| and ||A^9|| where the batch ``refines``."""
+        refine = self.refines(l1, l2, s)
+        s = lax.cond(
+            refine,
+            lambda: alg.refine_squarings(
+                self.orders, self.log2_b, a, a2, l1, l2, s, log2_tol, self.matmul
+            ),
+            lambda: s,
+        )
+        return s, refine
+
+    def _scaled_powers(self, powers, s, redo, again) -> tuple[jax.Array, ...]:
+        """The powers (X, X2, ...) of X = 2^-s A, from the powers (A, A2, ...).
+
+        Each A^j rescaled by 2^-js (exact), or where ``redo`` (a power of a finite A
+        overflowed) formed again from X (``_powers_of``).
+        """
+        x = alg.scale(powers[0], s)
+        return lax.cond(
+            redo,
+            lambda: self._powers_of(x, again),
+            lambda: tuple(alg.scale(p, (j + 1) * s) for j, p in enumerate(powers)),
+        )
+
+    def _powers_of(self, x: jax.Array, again) -> tuple[jax.Array, ...]:
+        """(X, X^2, ...): X^(j+1) = X^j X where ``again[j - 1]`` (a ``cond``), else zeros."""
+        out = [x]
+        for need in again:
+            previous = out[-1]
+            out.append(
+                lax.cond(
+                    need,
+                    lambda previous=previous: self.matmul(previous, x),
+                    lambda: jnp.zeros_like(x),
+                )
+            )
+        return tuple(out)
+
+    def _count_products(self, index, s, refine, redo, again) -> jax.Array:
+        """Matrix products per member.
+
+        The formula's (A2 included), the squarings', the refinement's and those of
+        the powers formed again.
+        """
+        redo_products = redo.astype(jnp.int32) * sum(f.astype(jnp.int32) for f in again)
+        return (
+            jnp.asarray(self.products, jnp.int32)[index]
+            + alg.squaring_products(self.family) * s
+            + redo_products
+            + alg.REFINE_PRODUCTS * refine.astype(jnp.int32)
+        )
+
     def _square(self, t, x, a, s, upper_triangular: bool | None, finite: jax.Array):
-        """(squared result, whether the exact band was recomputed)."""
+        """(T squared s times, whether the exact band was recomputed).
+
+        The band is recomputed where the approximant has ``exact_band`` and the input
+        is upper triangular: promised (``upper_triangular=True``), or checked on
+        device for the whole batch (None).
+        """
         if not self.exact_band:
             return alg.square(self.family, t, x, s, self.matmul), jnp.bool_(False)
         if upper_triangular:
             return alg.square_triangular(t, a, s, 0, self.matmul), jnp.bool_(True)
         return lax.cond(
-            # Non-finite members (NaN results) do not decide for the batch.
-            jnp.all((jnp.tril(a, -1) == 0) | ~finite[..., None, None]),
+            alg.batch_all(jnp.tril(a, -1) == 0, finite),
             lambda: (alg.square_triangular(t, a, s, 0, self.matmul), jnp.bool_(True)),
             lambda: (alg.square(self.family, t, x, s, self.matmul), jnp.bool_(False)),
         )

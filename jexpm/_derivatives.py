@@ -76,12 +76,16 @@ def _sorts(approximant: Approximant, a: jax.Array) -> bool:
     return approximant.member_orders and bool(minimum) and math.prod(a.shape[:-2]) >= minimum
 
 
-def _mask_members(x: jax.Array, a: jax.Array, path: Path, max_squarings: int | None):
-    """NaN for members with a non-finite entry or more squarings than allowed."""
-    keep = alg.finite_member(alg.norm1(a))
+def _mask_members(x: jax.Array, finite: jax.Array | None, path: Path, max_squarings: int | None):
+    """NaN for members with more squarings than allowed, and where ``finite`` is False.
+
+    ``finite`` None: ``x`` already holds NaN for the members with a non-finite entry.
+    """
+    keep = finite
     if max_squarings is not None:
-        keep = keep & (path.squarings <= max_squarings)
-    return alg.mask_nonfinite(x, keep)
+        allowed = path.squarings <= max_squarings
+        keep = allowed if keep is None else keep & allowed
+    return x if keep is None else alg.mask_nonfinite(x, keep)
 
 
 # ---------------------------------------------------------------------------------
@@ -116,8 +120,8 @@ def _compute_xla(approximant: Approximant, tol: float, upper_triangular, max_squ
         )
     else:
         result, path, products = _batching.in_chunks(compute, a, tuning=tuning)
-    if max_squarings is not None:
-        result = _mask_members(result, a, path, max_squarings)
+    # ``compute`` has made the members with a non-finite entry NaN already.
+    result = _mask_members(result, None, path, max_squarings)
     return result, path, products
 
 
@@ -202,7 +206,10 @@ def _frechet_slice(approximant, max_squarings, depth, transposed, a, e, *path):
         out = approximant.transpose(a, e, path, depth)
     else:
         _, out = jax.jvp(lambda x: approximant.evaluate(x, path, depth), (a,), (e,))
-    return _mask_members(out, a, path, max_squarings)
+    # Finiteness is decided again here: this primitive is a program of its own, run at
+    # the points the derivative rules choose (at ``depth`` > 0 the block matrices
+    # [[A, E], [0, A]], whose finiteness includes that of the direction E).
+    return _mask_members(out, alg.finite_member(alg.norm1(a)), path, max_squarings)
 
 
 def _frechet_impl(a, e, *path, approximant, max_squarings, depth, transposed):

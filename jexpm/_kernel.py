@@ -14,7 +14,7 @@ Pallas kernels (the Triton backend), each lane of a program one member's matrix
   2. between the kernels, branch-free XLA ops make the batch-wide choices of
      ``Taylor.compute`` from those norms with the same code (``Taylor.select``,
      ``order1``, ``refines``): the shared order, the squarings, the refinement and the
-     triangular band;
+     exact band (for upper triangular input);
   3. ``_evaluate_kernel``: the refinement of s where the batch refines, the scaled
      polynomial, the member's own squarings (a loop to the tile's largest s, members
      that are done masked), the exact band for triangular input, NaN members;
@@ -283,12 +283,9 @@ def _transpose(approximant: Taylor, a: Tile, g: Tile, index, s, exact_band) -> T
     return _with_band(approximant, a, index, s, exact_band, forward.T, change)
 
 
-def _keep(a: Tile, s: jax.Array, max_squarings: int | None) -> jax.Array:
+def _keep(finite: jax.Array, s: jax.Array, max_squarings: int | None) -> jax.Array:
     """Lanes whose result stands: finite input and no more squarings than allowed."""
-    keep = a.finite()
-    if max_squarings is not None:
-        keep = keep & (s <= max_squarings)
-    return keep
+    return finite if max_squarings is None else finite & (s <= max_squarings)
 
 
 def _nan_where_not(keep: jax.Array, tile: Tile) -> Tile:
@@ -316,7 +313,7 @@ def _evaluate_kernel(
     max_squarings,
     n: int,
     a_ref,
-    s_ref,
+    members_ref,
     logs_ref,
     flags_ref,
     out_ref,
@@ -324,11 +321,12 @@ def _evaluate_kernel(
 ):
     """The computation of ``Taylor.compute`` after its selection, for one tile.
 
-    ``flags_ref``: the batch's order index, whether it refines s, whether it
-    recomputes the triangular band.
+    ``members_ref`` rows: the squarings and whether A is finite (as the selection
+    decided it, from the norms kernel's 1-norms). ``flags_ref``: the batch's order
+    index, whether it refines s, whether it squares with the exact band.
     """
     a = Tile(a_ref[...], n)
-    s = s_ref[0, :]
+    s, finite = _row(members_ref, 0), _row(members_ref, 1) > 0
     l1, l2 = _row(logs_ref, 0), _row(logs_ref, 1)
     index, refine, exact_band = flags_ref[0], flags_ref[1], flags_ref[2]
 
@@ -353,7 +351,7 @@ def _evaluate_kernel(
         t = lax.cond(exact_band > 0, lambda: _square_triangular(t, a, s), lambda: _square(t, s))
     else:
         t = _square(t, s)
-    out_ref[...] = _nan_where_not(_keep(a, s, max_squarings), t).x.astype(out_ref.dtype)
+    out_ref[...] = _nan_where_not(_keep(finite, s, max_squarings), t).x.astype(out_ref.dtype)
     s_out_ref[0, :] = s
 
 
@@ -378,7 +376,12 @@ def _frechet_kernel(
         tangent = _transpose(approximant, a, e, index, s, exact_band)
     else:
         _, tangent = jax.jvp(lambda a: _evaluate(approximant, a, index, s, exact_band), (a,), (e,))
-    out_ref[...] = _nan_where_not(_keep(a, s, max_squarings), tangent).x.astype(out_ref.dtype)
+    # Finiteness is decided again from the tile: this kernel runs in the derivative's
+    # program, where the computation's is not at hand. By the 1-norm, as
+    # _derivatives.py decides it, so that a finite A whose norm overflows gives NaN
+    # here as well.
+    keep = _keep(alg.finite_member(a.norm1()), s, max_squarings)
+    out_ref[...] = _nan_where_not(keep, tangent).x.astype(out_ref.dtype)
 
 
 # ---------------------------------------------------------------------------------
@@ -418,9 +421,9 @@ def compute(
     # The batch's choices, as Taylor.compute makes them, without a branch.
     l1 = jnp.log2(norms[0])
     finite = alg.finite_member(l1)
-    only_first = jnp.all(approximant.order1(l1, log2_tol) | ~finite)
+    only_first = alg.batch_all(approximant.order1(l1, log2_tol), finite)
     index, s, _, formed, overflow, l2 = approximant.select(
-        l1, norms[1], log2_tol, lambda j, need: (None, norms[j - 1])
+        l1, norms[1], finite, log2_tol, lambda j, need, previous: (None, norms[j - 1])
     )
     index = jnp.where(only_first, 0, jnp.max(index, initial=1))
     s = jnp.where(only_first, 0, s)
@@ -434,7 +437,7 @@ def compute(
     elif upper_triangular:
         exact_band = scaled
     else:
-        exact_band = scaled & jnp.all((upper[0] > 0) | ~finite)
+        exact_band = scaled & alg.batch_all(upper[0] > 0, finite)
     redo = scaled & jnp.any(overflow & finite)
     flags = jnp.stack([x.astype(jnp.int32) for x in (index, refine, exact_band, redo)])
 
@@ -442,7 +445,12 @@ def compute(
         functools.partial(_evaluate_kernel, approximant, log2_tol, max_squarings, n),
         n,
         count,
-        [(blocks, "matrix"), (s[None], "rows"), (jnp.stack([l1, l2]), "rows"), (flags, "scalars")],
+        [
+            (blocks, "matrix"),
+            (jnp.stack([s, finite.astype(jnp.int32)]), "rows"),
+            (jnp.stack([l1, l2]), "rows"),
+            (flags, "scalars"),
+        ],
         [
             (jax.ShapeDtypeStruct(blocks.shape, a.dtype), "matrix"),
             (jax.ShapeDtypeStruct((1, count), jnp.int32), "rows"),

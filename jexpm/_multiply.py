@@ -352,8 +352,8 @@ def _promote(a, b, t):
 def _formed(x: jax.Array, b: jax.Array, tol: float | None, upper_triangular: bool | None = None):
     """(expm(x) @ b, the exponential's ExpmInfo), with expm's derivative rules.
 
-    ``triangular``: as ``expm``'s ``upper_triangular`` (False leaves the exact band of
-    triangular input, and its branches in the derivative programs, out).
+    ``upper_triangular``: as ``expm``'s (False leaves the exact band of triangular
+    input, and its branches in the derivative programs, out).
     """
     e, e_info = _approximant_call(x, "exp", "opt15", tol, upper_triangular)
     return jnp.matmul(e, b, precision=lax.Precision.HIGHEST), e_info

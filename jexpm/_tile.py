@@ -88,11 +88,6 @@ class Tile:
     def identity_like(self) -> Tile:
         return self._new(jnp.where(self._eye(), 1, 0).astype(self.x.dtype))
 
-    def finite(self) -> jax.Array:
-        """Per lane: whether every entry is finite."""
-        bad = jnp.where(jnp.isfinite(self.x), 0, 1)
-        return jnp.max(jnp.max(bad, axis=2), axis=1) == 0
-
     def norm1(self) -> jax.Array:
         """Per lane 1-norm (largest absolute column sum); NaN if any entry is.
 

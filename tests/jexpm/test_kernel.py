@@ -142,6 +142,29 @@ def test_nan_inf_members_and_max_squarings(dtype):
             assert set(np.flatnonzero(nan).tolist()) == expected
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_finite_member_whose_norm_overflows_is_nan(dtype):
+    """Finite entries whose column sum overflows: NaN, as on the XLA path, in both kernels.
+
+    The selection and the XLA path decide finiteness by the 1-norm; the kernels do too.
+    """
+    with _ctx(dtype):
+        rng = np.random.default_rng(1)
+        a = random_with_norm(rng, (3, 4, 4), 3.0, dtype)
+        a[1, :, 2] = np.finfo(dtype).max / 2
+        a = jnp.asarray(a)
+        approximant, kernel, xla = _both("opt15", dtype, a)
+        _same_path(kernel, xla)
+        _close(kernel[0], xla[0], dtype, xla[1].squarings)
+        assert np.all(np.isnan(np.asarray(kernel[0][1])))
+        e = jnp.asarray(rng.standard_normal(a.shape).astype(dtype))
+        for transposed in (False, True):
+            got = _kernel_frechet(approximant, None, transposed, a, e, xla[1])
+            want = _xla_frechet(approximant, None, transposed, a, e, xla[1])
+            _close(got, want, dtype, xla[1].squarings, factor=256)
+            assert np.all(np.isnan(np.asarray(got[1])))
+
+
 @pytest.mark.parametrize("triangular", [None, True])
 def test_triangular_input_recomputes_the_band(triangular):
     with jax.enable_x64(True):
