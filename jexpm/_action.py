@@ -216,12 +216,17 @@ def _with_powers(x0, log2_n1, log2_theta, matmul):
     return _cheapest(jnp.stack(alphas, axis=-1), log2_theta, m_min)
 
 
-def select(x0: jax.Array, k: int, tol: float, matmul) -> tuple[ActionPath, jax.Array]:
+def select(
+    x0: jax.Array, k: int, tol: float, matmul, branch_free: bool = False
+) -> tuple[ActionPath, jax.Array]:
     """The path for the shifted (..., n, n) X0 acting on n x k blocks, and the products.
 
     The products are the n x n ones spent on the norms of powers: a scalar, 0 or
     POWER_PRODUCTS for the whole batch. Non-finite members get steps 0 (their result
     is NaN); members needing more than MAX_STEPS steps get order FORMED and steps 1.
+    ``branch_free`` (static): compute the norms of the powers whether or not they are
+    used, in place of the ``cond`` (a host round trip on GPUs); the path and the
+    products counted are the same.
     """
     n = x0.shape[-1]
     n1 = alg.norm1(x0)
@@ -235,7 +240,13 @@ def select(x0: jax.Array, k: int, tol: float, matmul) -> tuple[ActionPath, jax.A
     # is higher (k = 0: nothing to multiply, never).
     large = n1 > (PLAIN_MAX_COLUMNS * float(theta(tol)[-1]) / k if k else np.inf)
     worth = jnp.any(large & (m1 * s1 * k > POWER_PRODUCTS * n))
-    m, s = lax.cond(worth, lambda: _with_powers(x0, log2_n1, log2_theta, matmul), lambda: (m1, s1))
+    if branch_free:
+        m, s = _with_powers(x0, log2_n1, log2_theta, matmul)
+        m, s = jnp.where(worth, m, m1), jnp.where(worth, s, s1)
+    else:
+        m, s = lax.cond(
+            worth, lambda: _with_powers(x0, log2_n1, log2_theta, matmul), lambda: (m1, s1)
+        )
     m, s = jnp.where(large, m, m1), jnp.where(large, s, s1)
     zero = n1 == 0
     m = jnp.where(zero, 0, m)

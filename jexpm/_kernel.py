@@ -80,7 +80,7 @@ def lanes(n: int) -> int:
 # Launching: (B, N, N) matrices, (k, B) per-member rows and (k,) scalars
 
 
-def _launch(body, n: int, count: int, inputs, outputs, interpret: bool):
+def launch(body, n: int, count: int, inputs, outputs, interpret: bool):
     """pallas_call of ``body(*in_refs, *out_refs)`` over tiles of ``lanes(n)`` members.
 
     ``inputs``: (array, kind); ``outputs``: (ShapeDtypeStruct, kind), with kind one of
@@ -129,23 +129,24 @@ def _launch(body, n: int, count: int, inputs, outputs, interpret: bool):
     return [cut(y, kind) for y, (_, kind) in zip(outs, outputs, strict=True)]
 
 
-def _blocks(a: jax.Array) -> jax.Array:
-    """(..., n, n) -> (B, N, N), zero-padded."""
-    n, big = a.shape[-1], side(a.shape[-1])
-    flat = a.reshape(-1, n, n)
-    return flat if big == n else jnp.pad(flat, ((0, 0), (0, big - n), (0, big - n)))
+def blocks(a: jax.Array) -> jax.Array:
+    """(..., n, k) -> (B, side(n), side(k)), zero-padded: matrices, or the blocks they act on."""
+    n, k = a.shape[-2:]
+    flat = a.reshape(-1, n, k)
+    widths = ((0, 0), (0, side(n) - n), (0, side(k) - k))
+    return flat if (side(n), side(k)) == (n, k) else jnp.pad(flat, widths)
 
 
-def _unblock(x: jax.Array, shape) -> jax.Array:
-    n = shape[-1]
-    return x[:, :n, :n].reshape(shape)
+def unblock(x: jax.Array, shape) -> jax.Array:
+    """The inverse of :func:`blocks` for arrays of ``shape``."""
+    return x[:, : shape[-2], : shape[-1]].reshape(shape)
 
 
 def _row(ref, row: int) -> jax.Array:
     return ref[row, :]
 
 
-def _any(mask: jax.Array) -> jax.Array:
+def any_lane(mask: jax.Array) -> jax.Array:
     """Scalar: whether any lane is set (Triton reduces by max, not by or)."""
     return jnp.max(mask.astype(jnp.int32)) > 0
 
@@ -164,7 +165,7 @@ def _by_member(index: jax.Array, branches, operands) -> Tile:
         def take(out, branch=branch, here=here):
             return branch(operands).where(here, out)
 
-        out = lax.cond(_any(here), take, lambda out: out, out)
+        out = lax.cond(any_lane(here), take, lambda out: out, out)
     return out
 
 
@@ -230,7 +231,7 @@ def _with_band(approximant: Taylor, a: Tile, index, s, exact_band, result: Tile,
         delta = change(upper, x, t, result)
         return result + delta.where(exact_band, delta * 0.0)
 
-    return lax.cond(_any(exact_band), with_band, lambda result: result, result)
+    return lax.cond(any_lane(exact_band), with_band, lambda result: result, result)
 
 
 def _evaluate(approximant: Taylor, a: Tile, index, s, exact_band) -> Tile:
@@ -402,15 +403,15 @@ def compute(
     """
     batch, n = a.shape[:-2], a.shape[-1]
     count = math.prod(batch)
-    blocks = _blocks(a)
+    a_blocks = blocks(a)
     log2_tol = math.log2(tol)
     powers = max(approximant.stored)
     real = alg.real_dtype(a)
-    norms, upper = _launch(
+    norms, upper = launch(
         functools.partial(_norms_kernel, n, powers),
         n,
         count,
-        [(blocks, "matrix")],
+        [(a_blocks, "matrix")],
         [
             (jax.ShapeDtypeStruct((powers, count), real), "rows"),
             (jax.ShapeDtypeStruct((1, count), jnp.int32), "rows"),
@@ -441,18 +442,18 @@ def compute(
     redo = scaled & jnp.any(overflow & finite)
     flags = jnp.stack([x.astype(jnp.int32) for x in (index, refine, exact_band, redo)])
 
-    result, s = _launch(
+    result, s = launch(
         functools.partial(_evaluate_kernel, approximant, log2_tol, max_squarings, n),
         n,
         count,
         [
-            (blocks, "matrix"),
+            (a_blocks, "matrix"),
             (jnp.stack([s, finite.astype(jnp.int32)]), "rows"),
             (jnp.stack([l1, l2]), "rows"),
             (flags, "scalars"),
         ],
         [
-            (jax.ShapeDtypeStruct(blocks.shape, a.dtype), "matrix"),
+            (jax.ShapeDtypeStruct(a_blocks.shape, a.dtype), "matrix"),
             (jax.ShapeDtypeStruct((1, count), jnp.int32), "rows"),
         ],
         interpret,
@@ -471,7 +472,7 @@ def compute(
         s[0].reshape(batch),
         jnp.broadcast_to(exact_band, batch),
     )
-    return _unblock(result, a.shape), path, products.reshape(batch)
+    return unblock(result, a.shape), path, products.reshape(batch)
 
 
 def frechet(
@@ -493,12 +494,12 @@ def frechet(
             path.exact_band.astype(jnp.int32).reshape(count),
         ]
     )
-    (out,) = _launch(
+    (out,) = launch(
         functools.partial(_frechet_kernel, approximant, max_squarings, transposed, n),
         n,
         count,
-        [(_blocks(a), "matrix"), (_blocks(e), "matrix"), (rows, "rows")],
+        [(blocks(a), "matrix"), (blocks(e), "matrix"), (rows, "rows")],
         [(jax.ShapeDtypeStruct((count, side(n), side(n)), e.dtype), "matrix")],
         interpret,
     )
-    return _unblock(out, e.shape)
+    return unblock(out, e.shape)

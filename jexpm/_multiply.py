@@ -26,8 +26,8 @@ from jax.interpreters import ad, batching, mlir
 from jax.typing import ArrayLike
 
 from . import _action as action_alg
+from . import _action_kernel, _products, _tuning
 from . import _options as opt
-from . import _products
 from ._batching import batch_rule, in_chunks
 from ._expm import _approximant_call
 
@@ -80,9 +80,15 @@ def _action(tol: float, x: jax.Array, b: jax.Array):
     """(F, path, block products, n x n products) for X (..., n, n) and B (..., n, k).
 
     Large batches run in cache-sized slices (``in_chunks``), each with its own loop
-    counts.
+    counts; in programs for CUDA GPUs, batches the kernel covers run in
+    ``_action_kernel.compute`` instead.
     """
-    return in_chunks(functools.partial(_compute, tol), x, b)
+    xla = functools.partial(in_chunks, functools.partial(_compute, tol))
+    if _action_kernel.covers(x, b, _tuning.GPU):
+        # In programs for CUDA GPUs the whole batch runs in the fused kernel.
+        cuda = functools.partial(_action_kernel.compute, tol)
+        return lax.platform_dependent(x, b, cuda=cuda, default=xla)
+    return xla(x, b)
 
 
 @_action.defjvp
@@ -101,7 +107,7 @@ transpose_p = Primitive("jexpm_action_transpose")
 transpose_p.multiple_results = True
 
 
-def _tangent_impl(x, b, dx, db, order, steps, *, tol):
+def _tangent_xla(x, b, dx, db, order, steps, *, tol):
     def slice_fn(x, b, dx, db, order, steps):
         path = action_alg.ActionPath(order, steps)
         evaluate = lambda x, b: action_alg.evaluate(x, b, path, tol)[0]  # noqa: E731
@@ -110,11 +116,28 @@ def _tangent_impl(x, b, dx, db, order, steps, *, tol):
     return in_chunks(slice_fn, x, b, dx, db, order, steps, for_memory=True)
 
 
-def _transpose_impl(x, b, g, order, steps, *, tol):
+def _transpose_xla(x, b, g, order, steps, *, tol):
     def slice_fn(x, b, g, order, steps):
         return action_alg.transpose(x, b, g, action_alg.ActionPath(order, steps), tol)
 
     return list(in_chunks(slice_fn, x, b, g, order, steps, for_memory=True))
+
+
+def _on_gpu(kernel, xla):
+    """``xla``, or in programs for CUDA GPUs ``kernel`` where it covers the sizes."""
+
+    def impl(x, b, *args, tol):
+        default = functools.partial(xla, tol=tol)
+        if not _action_kernel.covers(x, b, _tuning.GPU):
+            return default(x, b, *args)
+        cuda = functools.partial(kernel, tol)
+        return lax.platform_dependent(x, b, *args, cuda=cuda, default=default)
+
+    return impl
+
+
+_tangent_impl = _on_gpu(_action_kernel.tangent, _tangent_xla)
+_transpose_impl = _on_gpu(_action_kernel.transpose, _transpose_xla)
 
 
 def _tangent_transpose(ct, x, b, dx, db, order, steps, *, tol):
@@ -138,7 +161,9 @@ def _second_order_rule(impl):
     them (the same path, since the loop counts depend on values only through
     comparisons). They give forward-over-reverse and forward-over-forward second
     derivatives (``jax.hessian``, Hessian-vector products ``jvp(grad(f))``); the result
-    runs ``while_loop``s, so reverse mode cannot transpose it a second time.
+    runs ``while_loop``s, so reverse mode cannot transpose it a second time. ``impl``
+    is the XLA path's on every platform: a GPU program's second derivatives keep its
+    loops (the kernels of _action_kernel.py have no JVP of their own).
     """
 
     def rule(primals, tangents, **params):
@@ -158,7 +183,7 @@ tangent_p.def_abstract_eval(lambda x, b, dx, db, order, steps, tol: ShapedArray(
 mlir.register_lowering(tangent_p, mlir.lower_fun(_tangent_impl, multiple_results=False))
 ad.primitive_transposes[tangent_p] = _tangent_transpose
 batching.primitive_batchers[tangent_p] = batch_rule(tangent_p)
-ad.primitive_jvps[tangent_p] = _second_order_rule(_tangent_impl)
+ad.primitive_jvps[tangent_p] = _second_order_rule(_tangent_xla)
 
 transpose_p.def_impl(jax.jit(_transpose_impl, static_argnames=("tol",)))
 transpose_p.def_abstract_eval(
@@ -169,7 +194,7 @@ transpose_p.def_abstract_eval(
 )
 mlir.register_lowering(transpose_p, mlir.lower_fun(_transpose_impl, multiple_results=True))
 batching.primitive_batchers[transpose_p] = batch_rule(transpose_p)
-ad.primitive_jvps[transpose_p] = _second_order_rule(_transpose_impl)
+ad.primitive_jvps[transpose_p] = _second_order_rule(_transpose_xla)
 
 
 # ---------------------------------------------------------------------------------

@@ -81,9 +81,31 @@ class Tile:
     def T(self) -> Tile:
         return self._new(jnp.swapaxes(self.x, 1, 2))
 
-    def plus_identity(self, c: float) -> Tile:
-        """This + c I."""
+    def apply(self, v: jax.Array) -> jax.Array:
+        """Each lane's matrix times its (N, K) block ``v[l]``: n rank-one updates, like ``@``.
+
+        The padding rows are set to zero at the end: a zero row of the matrix times an
+        infinite entry of ``v`` would leave NaN there.
+        """
+        columns, rows = self._columns, _iota(v.shape, 1)
+
+        def update(k, out):
+            column = jnp.sum(jnp.where(columns == k, self.x, 0), axis=2, keepdims=True)
+            row = jnp.sum(jnp.where(rows == k, v, 0), axis=1, keepdims=True)
+            return out + column * row
+
+        out = lax.fori_loop(0, self.n, update, jnp.zeros(v.shape, jnp.result_type(self.x, v)))
+        return jnp.where(rows < self.n, out, 0)
+
+    def plus_identity(self, c) -> Tile:
+        """This + c I; ``c`` a scalar or one per lane."""
+        c = jnp.asarray(c)
+        c = c[:, None, None] if c.ndim else c
         return self._new(jnp.where(self._eye(), self.x + c, self.x))
+
+    def trace(self) -> jax.Array:
+        """Per lane: the sum of the diagonal."""
+        return jnp.sum(jnp.sum(jnp.where(self._eye(), self.x, 0), axis=2), axis=1)
 
     def identity_like(self) -> Tile:
         return self._new(jnp.where(self._eye(), 1, 0).astype(self.x.dtype))

@@ -302,3 +302,54 @@ def test_fused_false_keeps_the_xla_path():
     a = jnp.full((16, 6, 6), 0.05, jnp.float32)
     text = jax.jit(xla_expm).trace(a).lower(lowering_platforms=("cuda",)).as_text()
     assert "triton" not in text and _round_trips(text) != (0, 0)
+
+
+# ---------------------------------------------------------------------------------
+# The action's GPU program (jexpm/_action_kernel.py), one vector per matrix
+
+ACTION_PROGRAMS = {
+    "action": lambda a, b: jexpm.expm_multiply(a, b),
+    "action_block": lambda a, b: jexpm.expm_multiply(a, b[..., None]),
+    "action_jvp": lambda a, b: jax.jvp(jexpm.expm_multiply, (a, b), (a, b))[1],
+    "action_grad": jax.grad(lambda a, b: jnp.sum(jnp.abs(jexpm.expm_multiply(a, b)) ** 2), (0, 1)),
+}
+
+
+def _action_cuda_text(program, shape, dtype="float32"):
+    a = jnp.full(shape, 0.05, dtype)
+    b = jnp.ones(shape[:-1], dtype)
+    return (
+        jax.jit(ACTION_PROGRAMS[program]).trace(a, b).lower(lowering_platforms=("cuda",)).as_text()
+    )
+
+
+@pytest.mark.parametrize("program", list(ACTION_PROGRAMS))
+@pytest.mark.parametrize("shape", [(16, 6, 6), (16, 12, 12), (4, 24, 24)])
+def test_the_action_gpu_program_has_no_host_round_trip(program, shape):
+    text = _action_cuda_text(program, shape)
+    assert _round_trips(text) == (0, 0)
+    assert "xla.gpu.triton" in text
+
+
+def test_the_cpu_action_program_has_no_kernel():
+    a, b = jnp.full((16, 6, 6), 0.05, jnp.float32), jnp.ones((16, 6), jnp.float32)
+    program = jax.jit(ACTION_PROGRAMS["action_grad"])
+    assert "triton" not in program.trace(a, b).lower(lowering_platforms=("cpu",)).as_text()
+
+
+#: The action's counts where the kernels do not reach (n = 48; complex input), when
+#: the action kernel landed: they must not grow.
+ACTION_PINNED = {
+    "action": ((8, 3), (8, 3)),
+    "action_jvp": ((13, 4), (13, 6)),
+    "action_grad": ((13, 11), (13, 13)),
+}
+
+
+@pytest.mark.parametrize("program", list(ACTION_PINNED))
+def test_action_round_trips_of_uncovered_sizes_do_not_grow(program):
+    for (cases, whiles), (shape, dtype) in zip(
+        ACTION_PINNED[program], (((2, 48, 48), "float32"), ((16, 6, 6), "complex64")), strict=True
+    ):
+        got = _round_trips(_action_cuda_text(program, shape, dtype))
+        assert got[0] <= cases and got[1] <= whiles, (shape, dtype, got)
