@@ -207,12 +207,12 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if unknown or not args.sections:
         parser.error(f"--sections: choose from {', '.join(SHARES)} (got {unknown or 'none'})")
     if args.glow_methods is not None:
-        from .glow_speed import ROWS
+        from .glow_speed import parse_rows
 
-        args.glow_methods = [m.strip() for m in args.glow_methods.split(",") if m.strip()]
-        unknown = sorted(set(args.glow_methods) - set(ROWS))
-        if unknown or not args.glow_methods:
-            parser.error(f"--glow-methods: choose from {', '.join(ROWS)} (got {unknown or 'none'})")
+        try:
+            args.glow_methods = parse_rows(args.glow_methods)
+        except ValueError as error:
+            parser.error(f"--glow-methods: {error}")
     return args
 
 

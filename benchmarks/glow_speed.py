@@ -87,6 +87,24 @@ def shapes(gpu: bool, quick: bool) -> list[Shape]:
     return out
 
 
+def parse_rows(text: str) -> list[str]:
+    """Comma-separated rows of :data:`ROWS`, as an option gives them.
+
+    Raises:
+      ValueError: a name that is not a row, or none at all.
+    """
+    rows = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown or not rows:
+        raise ValueError(f"choose from {', '.join(ROWS)} (got {unknown or 'none'})")
+    return rows
+
+
+def spec(shape: Shape, method: str, net: str, repeats: int) -> dict:
+    """The JSON-ready description of one (shape, method) that :func:`measure` takes."""
+    return {"shape": dataclasses.asdict(shape), "method": method, "net": net, "repeats": repeats}
+
+
 def pinned(method: str, backend: str) -> bool:
     """Whether ``method`` runs pinned to one CPU core on ``backend``."""
     return method == "jax.scipy" and backend == "cpu"
@@ -329,14 +347,8 @@ def run(
                 data[shape.name][method] = {"error": skip}
                 bar.update()
                 continue
-            spec = {
-                "shape": dataclasses.asdict(shape),
-                "method": method,
-                "net": net,
-                "repeats": repeats,
-            }
             pin = pinned(method, backend)
-            result = run_worker(spec, limit, pin_to_one_core=pin)
+            result = run_worker(spec(shape, method, net, repeats), limit, pin_to_one_core=pin)
             data[shape.name][method] = result | {"pinned_to_one_core": pin}
             bar.update()
     parts = []

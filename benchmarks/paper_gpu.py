@@ -138,12 +138,7 @@ def run_ours(
             data[shape.name][method] = {"error": why}
             bar.update()
             continue
-        spec = {
-            "shape": dataclasses.asdict(shape),
-            "method": method,
-            "net": net,
-            "repeats": repeats,
-        }
+        spec = glow_speed.spec(shape, method, net, repeats)
         t0 = time.perf_counter()
         if glow_speed.pinned(method, backend):
             limit = max(left, min_row) + device.GRACE_SECONDS
@@ -438,10 +433,10 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.methods is None:
         args.methods = list(ROWS)
     else:
-        args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = sorted(set(args.methods) - set(ROWS))
-        if unknown or not args.methods:
-            parser.error(f"--methods: choose from {', '.join(ROWS)} (got {unknown or 'none'})")
+        try:
+            args.methods = glow_speed.parse_rows(args.methods)
+        except ValueError as error:
+            parser.error(f"--methods: {error}")
     args.net = args.net or ("small" if args.smoke else "paper")
     args.repeats = args.repeats or (1 if args.smoke else 5)
     return args
