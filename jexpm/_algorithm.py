@@ -367,5 +367,5 @@ def batch_all(holds: jax.Array, finite: jax.Array) -> jax.Array:
 
 
 def mask_nonfinite(x: jax.Array, finite: jax.Array) -> jax.Array:
-    """All-NaN matrices where ``finite`` is False."""
-    return jnp.where(finite[..., None, None], x, jnp.nan)
+    """All-NaN members where ``finite`` is False (``x`` has more axes per member)."""
+    return jnp.where(finite.reshape(finite.shape + (1,) * (x.ndim - finite.ndim)), x, jnp.nan)

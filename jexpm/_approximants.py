@@ -137,6 +137,10 @@ class Approximant(abc.ABC):
     def order(self, index: jax.Array) -> jax.Array:
         """The order (or number of terms) that each path index stands for."""
 
+    def result_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of ``compute``'s result for input of ``shape`` (the input's own)."""
+        return shape
+
     @property
     def shift(self) -> int:
         """Taylor coefficients are 1/(k + shift)!."""

@@ -236,9 +236,16 @@ def _frechet_xla(a, e, *path, approximant, max_squarings, depth, transposed):
     return _batching.in_chunks(slice_fn, a, e, *path, for_memory=True, tuning=tuning)
 
 
-def _frechet_abstract_eval(a, e, *path, **params):
-    del a, path, params
-    return ShapedArray(e.shape, e.dtype)
+def _frechet_abstract_eval(a, e, *path, approximant, transposed, **params):
+    """L(A, E) has the result's shape; L*(A, G) and H(A, G, X) have A's."""
+    del path, params
+    shape = a.shape if transposed else approximant.result_shape(a.shape)
+    return ShapedArray(shape, e.dtype)
+
+
+def _hessian_abstract_eval(a, g, x, *path, **params):
+    del a, g, path, params
+    return ShapedArray(x.shape, x.dtype)
 
 
 def _corner(g: jax.Array) -> jax.Array:
@@ -375,7 +382,7 @@ batching.primitive_batchers[frechet_p] = _batching.batch_rule(frechet_p)
 hessian_p.def_impl(
     jax.jit(_hessian_impl, static_argnames=("approximant", "max_squarings", "depth"))
 )
-hessian_p.def_abstract_eval(_frechet_abstract_eval)
+hessian_p.def_abstract_eval(_hessian_abstract_eval)
 mlir.register_lowering(hessian_p, mlir.lower_fun(_hessian_impl, multiple_results=False))
 ad.primitive_jvps[hessian_p] = _hessian_jvp
 ad.primitive_transposes[hessian_p] = _hessian_transpose

@@ -1,32 +1,39 @@
 r"""The phi-functions of exponential integrators, and their action.
 
 :math:`\varphi_k(z) = \sum_{j \ge 0} z^j / (j + k)!`, so :math:`\varphi_0 = \exp` and
-:math:`\varphi_k(z) = (\varphi_{k-1}(z) - 1/(k-1)!) / z`. Both functions here reduce to
-the exponential of a block upper triangular matrix, so order, scaling, batching and
-derivatives (both modes, every order ``expm`` has) are those of :func:`jexpm.expm` and
-:func:`jexpm.expm_multiply`:
+:math:`\varphi_k(z) = (\varphi_{k-1}(z) - 1/(k-1)!) / z`.
 
-* ``phi``: for W = [[A, I, 0, ..., 0], [0, 0, I, ..., 0], ..., [0, ..., 0, I],
-  [0, ..., 0]] ((k+1) n x (k+1) n), the first block row of e^W is
-  [phi_0(A), phi_1(A), ..., phi_k(A)] (N. J. Higham, "Functions of Matrices", SIAM
-  (2008), section 10.7.4; A. H. Al-Mohy and N. J. Higham, SIAM J. Sci. Comput. 33(2)
-  (2011), Theorem 2.1, for its vector form).
+* ``phi``: by default by scaling and modified squaring (_phis.py, with its own
+  derivative rules in both modes through _derivatives.py). With one of ``expm``'s
+  methods, as the first block row of e^W for W = [[A, I, 0, ..., 0], [0, 0, I, ...,
+  0], ..., [0, ..., 0]] ((k+1) n x (k+1) n) by ``expm`` (N. J. Higham, "Functions of
+  Matrices", SIAM (2008), section 10.7.4), which costs about (k+1)^3 times more
+  (docs/design.md, section 8a) and keeps ``expm``'s exact band for triangular input.
 * ``phi_multiply``: sum_k t^k phi_k(tA) B_k is the top n rows of
   e^(t Ã) [B_0; E_p] with Ã = [[A, W], [0, J]], W = [B_p, ..., B_1] and J the block
-  shift (Al-Mohy and Higham 2011, Theorem 2.1, with every vector a block of m
-  columns), computed by the action without forming any phi_k.
+  shift (A. H. Al-Mohy and N. J. Higham, SIAM J. Sci. Comput. 33(2) (2011), Theorem
+  2.1, with every vector a block of m columns), computed by the action without forming
+  any phi_k.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _options as opt
+from . import _tuning
+from ._derivatives import approximate
 from ._expm import expm
 from ._multiply import MultiplyMethod, expm_multiply
 from ._options import Method
+from ._phis import ModifiedSquaring
+
+#: The methods of ``phi``: modified squaring, or the block matrix by ``expm``'s methods.
+PhiMethod = Literal["squaring", "opt15", "ps", "baseline"]
 
 
 def _check_order(k: object, func: str, name: str = "k") -> int:
@@ -35,37 +42,46 @@ def _check_order(k: object, func: str, name: str = "k") -> int:
     return k
 
 
-def phi(a: ArrayLike, k: int, *, tol: float | None = None, method: Method = "opt15") -> jax.Array:
+def phi(
+    a: ArrayLike, k: int, *, tol: float | None = None, method: PhiMethod = "squaring"
+) -> jax.Array:
     r"""The phi-functions :math:`\varphi_0(A), \dots, \varphi_k(A)` of a matrix, stacked.
 
     :math:`\varphi_j(A) = \sum_{i \ge 0} A^i / (i + j)!`: :math:`\varphi_0 = e^A`,
     :math:`\varphi_1` is :func:`jexpm.phi1`, and
-    :math:`\varphi_j(A) = A \varphi_{j+1}(A) + I / j!`. Computed as the first block row
-    of the exponential of the block matrix
-    :math:`W = \begin{bmatrix} A & I & & \\ & 0 & \ddots & \\ & & \ddots & I \\ & & & 0
-    \end{bmatrix}` (size :math:`(k+1)n`) by :func:`jexpm.expm`, whose selection,
-    batching and derivatives (``jax.grad``, ``jax.jvp``, any order) it inherits. The
-    cost is that of one exponential of size :math:`(k+1)n`. Measured on the CPU against
-    a prototype of the scaling and modified squaring of Skaflestad and Wright (2009),
-    whose products are of size n, this route was the slower in almost every case
-    tried, by a factor growing with k, at equal float64 accuracy (in float32 the
-    prototype was less accurate), and it compiled slower (docs/design.md, section 8a,
-    with the figures); it stays for the selection, triangular path and derivatives it
-    inherits from :func:`jexpm.expm`.
+    :math:`\varphi_j(A) = A \varphi_{j+1}(A) + I / j!`.
+
+    By default (``method="squaring"``) by the scaling and modified squaring of
+    Skaflestad and Wright (2009): Taylor series of the :math:`\varphi_j` of
+    :math:`X = 2^{-s} A` (s per member, from :math:`\|A\|_1` and the norms of powers
+    of X), then s steps of
+    :math:`\varphi_j(2X) = 2^{-j}[\varphi_0(X)\varphi_j(X) + \sum_{i=1}^{j}
+    \varphi_i(X)/(j-i)!]`, k + 1 products of size n each. Its derivatives, in forward
+    and reverse mode and of every order, are those of the computed function; reverse
+    mode stores no squaring (docs/design.md, section 8a).
+
+    With one of ``expm``'s methods (``"opt15"``, ``"ps"``, ``"baseline"``), as the
+    first block row of the exponential of the block matrix
+    :math:`W = \begin{bmatrix} A & I & & \\ & 0 & \ddots & \\ & & \ddots & I \\
+    & & & 0 \end{bmatrix}` (size :math:`(k+1)n`) by :func:`jexpm.expm`, with its
+    selection, exact triangular band and derivatives: about :math:`(k+1)^3` times the
+    products of size n, measured 1.6–27 times slower in float64.
 
     Args:
       a: (..., n, n) matrices, dtypes as :func:`jexpm.expm`.
       k: the highest index, a Python int >= 0.
-      tol: truncation tolerance of the exponential of W (default: the unit roundoff).
-      method: as :func:`jexpm.expm`.
+      tol: truncation tolerance, relative, per function (default: the unit roundoff
+        of ``a``'s dtype).
+      method: ``"squaring"`` (default), or a method of :func:`jexpm.expm` for the
+        block matrix.
 
     Returns:
       An array of shape (..., k + 1, n, n): ``phi(a, k)[..., j, :, :]`` is
       :math:`\varphi_j(A)`. Members with a NaN or Inf entry give NaN.
 
     Raises:
-      ValueError: ``a`` not (..., n, n), ``k`` not an int >= 0, or the options of
-        :func:`jexpm.expm` out of range.
+      ValueError: ``a`` not (..., n, n), ``k`` not an int >= 0, ``method`` not one of
+        ``"squaring"``, ``"opt15"``, ``"ps"``, ``"baseline"``, or ``tol`` out of range.
 
     Examples:
       >>> import jax.numpy as jnp, jexpm
@@ -77,14 +93,32 @@ def phi(a: ArrayLike, k: int, *, tol: float | None = None, method: Method = "opt
       True
 
     References:
-      N. J. Higham, "Functions of Matrices", SIAM (2008), section 10.7.4.
       B. Skaflestad and W. M. Wright, "The scaling and modified squaring method for
       matrix functions related to the exponential", Appl. Numer. Math. 59 (2009).
+      N. J. Higham, "Functions of Matrices", SIAM (2008), section 10.7.4.
     """
     k = _check_order(k, "phi")
+    if method != "squaring":
+        method = opt.check_method(method, "phi")
+    tol = opt.check_tol(tol, "phi")
     opt.check_numeric("phi", a=a)
     (a,) = opt.as_inexact(a)
     opt.check_square(a, "a", "phi")
+    n, blocks = a.shape[-1], k + 1
+    batch = a.shape[:-2]
+    if method != "squaring":
+        return _phi_augmented(a, k, tol, method)
+    if n == 0:
+        return jnp.zeros((*batch, blocks, 0, 0), a.dtype)
+    work = a.astype(opt.working_dtype(a.dtype))
+    tol = opt.tolerance(tol, a.dtype)
+    approximant = ModifiedSquaring(k, tol, tuning=_tuning.for_backend())
+    result, _, _ = approximate(approximant, tol, None, None, work)
+    return result.astype(a.dtype)
+
+
+def _phi_augmented(a: jax.Array, k: int, tol: float | None, method: Method) -> jax.Array:
+    """phi_0..phi_k as the first block row of e^W (module docstring)."""
     n, blocks = a.shape[-1], k + 1
     batch = a.shape[:-2]
     # W: A in the corner, identities on the block superdiagonal.
