@@ -53,8 +53,11 @@ squaring more per halving). Per member, s_0 = ceil(log2(||A||_1 / θ)); then, as
 A. H. Al-Mohy and N. J. Higham, SIAM J. Matrix Anal. Appl. 31(3) (2009), Theorem
 4.2, bound the tail by :math:`\alpha = \max(\|X^{p-1}\|^{1/(p-1)},
 \|X^p\|^{1/p})` (every neglected power has degree at least (p-1)(p-2)), and s drops
-by floor(log2(θ / α)), at most 8 (so that ||X||_1 stays below 2^8 θ), reusing the
-powers (rescaling by powers of two is exact).
+by floor(log2(θ / α)) (at most to 0, and so that X^p cannot overflow), reusing the
+powers (rescaling by powers of two is exact). Without that refinement, strongly
+non-normal matrices take many more squarings than they need, and each loses accuracy:
+on A = diag(-1, -2, -3, -4) + 2^40 e_1 e_2^T (float64, φ_0) a cap of 8 left 34
+squarings and a relative error of 1e-8 against mpmath.
 """
 
 from __future__ import annotations
@@ -75,8 +78,6 @@ from ._approximants import Approximant, Path
 
 #: θ = 2**t for t in this range (see the module docstring).
 _THETA_EXPONENTS = range(-5, 2)
-#: The most squarings the power-norm refinement may remove (||X||_1 <= 2**8 θ).
-_MAX_REFINEMENT = 8
 
 
 class Plan(NamedTuple):
@@ -138,6 +139,11 @@ def plan(k: int, dtype: str, tol: float) -> Plan:
             best = (cost, candidate)
     assert best is not None, dtype
     return best[1]
+
+
+def _exponent(plan_: Plan) -> int:
+    """t with θ = 2^t."""
+    return round(math.log2(plan_.theta))
 
 
 def _keep(here: jax.Array, new: jax.Array, old: jax.Array, core_ndim: int = 3) -> jax.Array:
@@ -205,17 +211,18 @@ class ModifiedSquaring(Approximant):
             taus.append(self.matmul(x, taus[-1]) + eye / math.factorial(j))
         return jnp.stack(taus[::-1], axis=-3)
 
+    def _step(self, phis: jax.Array) -> jax.Array:
+        """One modified squaring: [φ_j(X)]_j to [φ_j(2X)]_j (k + 1 products)."""
+        head = jnp.broadcast_to(phis[..., :1, :, :], phis.shape)
+        products = self.matmul(head, phis)
+        new = [(products[..., j, :, :] + _mixed(phis, j)) * (0.5**j) for j in range(self.k + 1)]
+        return jnp.stack(new, axis=-3)
+
     def _square(self, phis: jax.Array, s: jax.Array) -> jax.Array:
-        """s modified squarings per member, one loop to the batch's largest s."""
-        k = self.k
+        """Squarings per member (s of them), one loop to the batch's largest s."""
 
         def body(i, phis):
-            head = phis[..., 0, :, :]
-            products = self.matmul(jnp.broadcast_to(head[..., None, :, :], phis.shape), phis)
-            new = [
-                (products[..., j, :, :] + _mixed(phis, j)) * (0.5**j) for j in range(k + 1)
-            ]
-            return _keep(i < s, jnp.stack(new, axis=-3), phis)
+            return _keep(i < s, self._step(phis), phis)
 
         return lax.fori_loop(0, jnp.max(s, initial=0), body, phis)
 
@@ -237,10 +244,11 @@ class ModifiedSquaring(Approximant):
             alpha = jnp.maximum(
                 alg.norm1(powers[q - 1]) ** (1 / q), alg.norm1(powers[q]) ** (1 / plan_.p)
             )
+            # At most down to s = 0, and so that X^p stays below 2^(maxexp - 8).
+            most = (int(jnp.finfo(a1.dtype).maxexp) - 8) // plan_.p - max(0, _exponent(plan_))
             drop = jnp.floor(jnp.log2(plan_.theta / alpha))
-            drop = jnp.where(jnp.isfinite(drop), drop, _MAX_REFINEMENT)
-            drop = jnp.clip(drop, 0, _MAX_REFINEMENT).astype(jnp.int32)
-            drop = jnp.minimum(drop, s0)
+            drop = jnp.where(jnp.isfinite(drop), drop, most)
+            drop = jnp.minimum(jnp.clip(drop, 0, most).astype(jnp.int32), s0)
             s = s0 - drop
             powers = [alg.scale(x, -(i + 1) * drop) for i, x in enumerate(powers)]
         result = self._square(self._taylor(powers, plan_), s)
@@ -275,13 +283,13 @@ class ModifiedSquaring(Approximant):
             alg.scale(jax.jvp(tau, (x,), (e[..., m, :, :],))[1][..., m, :, :], (m + 1) * s)
             for m in range(k + 1)
         )
-        # D_l = Σ_{a=0}^{k-l} 2^(-s(a+1)) E_{l+a} τ_{a+1}(X), l >= 1.
+        # D_r = Σ_{a=0}^{k-r} 2^(-s(a+1)) E_{r+a} τ_{a+1}(X), r >= 1.
         ds = [d0] + [
             sum(
-                alg.scale(self.matmul(e[..., l + a, :, :], phis[..., a + 1, :, :]), (a + 1) * s)
-                for a in range(k - l + 1)
+                alg.scale(self.matmul(e[..., r + a, :, :], phis[..., a + 1, :, :]), (a + 1) * s)
+                for a in range(k - r + 1)
             )
-            for l in range(1, k + 1)
+            for r in range(1, k + 1)
         ]
 
         def body(i, carry):
@@ -295,21 +303,17 @@ class ModifiedSquaring(Approximant):
                 right[..., 0, :, :]
                 + sum(alg.scale(left[..., m, :, :], m * behind) for m in range(k + 1))
             ]
-            for l in range(1, k + 1):
+            for r in range(1, k + 1):
                 new_ds.append(
-                    right[..., l, :, :]
+                    right[..., r, :, :]
                     + sum(
-                        alg.scale(ds[m], (m - l) * behind) / math.factorial(m - l)
-                        for m in range(l, k + 1)
+                        alg.scale(ds[m], (m - r) * behind) / math.factorial(m - r)
+                        for m in range(r, k + 1)
                     )
                 )
-            products = self.matmul(jnp.broadcast_to(head[..., None, :, :], phis.shape), phis)
-            new_phis = jnp.stack(
-                [(products[..., j, :, :] + _mixed(phis, j)) * (0.5**j) for j in range(k + 1)],
-                axis=-3,
-            )
             here = i < s
-            return _keep(here, new_phis, phis), [_keep(here, n, o, 2) for n, o in zip(new_ds, ds)]
+            new_phis = _keep(here, self._step(phis), phis)
+            return new_phis, [_keep(here, n, o, 2) for n, o in zip(new_ds, ds, strict=True)]
 
         _, ds = lax.fori_loop(0, jnp.max(s, initial=0), body, (phis, ds))
         return jnp.swapaxes(ds[0], -1, -2)

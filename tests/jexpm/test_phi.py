@@ -1,10 +1,13 @@
 """phi and phi_multiply: against mpmath's series, SciPy's action and each other.
 
-phi_k(A) = sum_j A^j / (j + k)! is summed directly in mpmath (not through the block
-identity the library uses) for every k <= 5 on matrices of the test catalogue;
-phi_multiply against ``scipy.sparse.linalg.expm_multiply`` of Al-Mohy and Higham's
-augmented matrix and against ``phi(a) @ b``; derivatives of both against central
-differences, in both modes.
+phi_k(A) = sum_j A^j / (j + k)! is summed directly in mpmath (not through either
+method's identity) for every k <= 5 on matrices of the test catalogue, for both of
+``phi``'s methods (modified squaring and the block matrix); every branch of modified
+squaring's selection is reached on purpose; its derivatives against the block
+matrix's (an independent computation), against central differences, and reverse mode
+against forward mode (the adjoint identity), to second order; phi_multiply against
+``scipy.sparse.linalg.expm_multiply`` of Al-Mohy and Higham's augmented matrix and
+against ``phi(a) @ b``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import jax.numpy as jnp
 import mpmath
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.sparse.linalg as ssl
 from jax.test_util import check_grads
 
 import jexpm
+from jexpm import _phis
 from tests.helpers import EPS, norm1, random_with_norm, rel_err
 from tests.jexpm.matrices import CASES
 
@@ -58,11 +63,12 @@ def _mp_phis(name: str, dps: int = 80) -> np.ndarray:
     return out if np.iscomplexobj(a) else out.real
 
 
+@pytest.mark.parametrize("method", ["squaring", "opt15"])
 @pytest.mark.parametrize("name", NAMES)
-def test_phi_against_the_series_in_mpmath(name):
+def test_phi_against_the_series_in_mpmath(name, method):
     a = CASES[name].a
     with jax.enable_x64(True):
-        got = np.asarray(jexpm.phi(jnp.asarray(a), K))
+        got = np.asarray(jexpm.phi(jnp.asarray(a), K, method=method))
     ref = _mp_phis(name)
     assert got.shape == (K + 1, *a.shape)
     bound = 64 * EPS[np.dtype("float64")] * max(1.0, float(norm1(a)))
@@ -92,6 +98,120 @@ def test_phi_identities_and_batches(dtype):
         q = jexpm.phi(bad, 3)
         assert bool(jnp.all(jnp.isnan(q[0, 1])))
         np.testing.assert_array_equal(np.asarray(q[2]), np.asarray(p[2]))
+
+
+def _scipy_phis(a: np.ndarray, k: int) -> np.ndarray:
+    """phi_0..phi_k of a (..., n, n) stack: the first block row of scipy's e^W, float64."""
+    n = a.shape[-1]
+    w = np.zeros((*a.shape[:-2], (k + 1) * n, (k + 1) * n), np.result_type(a, np.float64))
+    w[..., :n, :n] = a
+    w[..., : k * n, n:] += np.eye(k * n)
+    top = scipy.linalg.expm(w)[..., :n, :]
+    return np.stack([top[..., j * n : (j + 1) * n] for j in range(k + 1)], axis=-3)
+
+
+def test_the_modified_squaring_relation():
+    """phi_j(2X) = 2^-j [phi_0(X) phi_j(X) + sum_{i=1..j} phi_i(X)/(j-i)!] (on SciPy's phis)."""
+    rng = np.random.default_rng(1)
+    a = random_with_norm(rng, (3, 5, 5), 2.0)
+    k = 4
+    p, q = _scipy_phis(a, k), _scipy_phis(2 * a, k)
+    for j in range(k + 1):
+        mixed = sum(p[:, i] / math.factorial(j - i) for i in range(1, j + 1))
+        assert rel_err((p[:, 0] @ p[:, j] + mixed) / 2**j, q[:, j]) < 1e-13
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 5])
+def test_plan_meets_its_bound_and_no_lower_degree_does(k, dtype):
+    tol = float(EPS[np.dtype(dtype)]) / 2
+    plan = _phis.plan(k, dtype, tol)
+    lower = _phis._lower_bounds(plan.theta, k)
+    # The disc's minimum of |e^z| is e^-theta; of |phi_1|, at most |phi_1(-theta)|.
+    assert lower[0] == pytest.approx(math.exp(-plan.theta), rel=1e-12)
+    if k:
+        assert lower[1] <= (1 - math.exp(-plan.theta)) / plan.theta * (1 + 1e-12)
+    m = plan.degree
+    for j in range(k + 1):
+        assert _phis._tail(plan.theta, m + k - j, j) <= tol * lower[j]
+    assert any(_phis._tail(plan.theta, m - 1 + k - j, j) > tol * lower[j] for j in range(k + 1))
+
+
+def _squarings(a: jax.Array, k: int, tol: float) -> np.ndarray:
+    return np.asarray(_phis.ModifiedSquaring(k, tol).compute(a, tol)[1].squarings)
+
+
+def test_every_branch_of_the_selection():
+    """s = 0; s from the 1-norm; s lowered by the norms of powers (to 0 at most, for a
+    nilpotent matrix, whose powers vanish); a plan without the refinement (p < 3, at a
+    loose tol). Each against SciPy in float64."""
+    k, tol = 3, 2.0**-53
+    plan = _phis.plan(k, "float64", tol)
+    assert plan.p >= 3
+    rng = np.random.default_rng(7)
+    small = random_with_norm(rng, (4, 4), 0.5 * plan.theta)
+    gaussian = random_with_norm(rng, (4, 4), 64 * plan.theta)
+    # Strongly non-normal: ||A||_1 about 2^20, ||A^j||^(1/j) about 2^(1 + 20/j).
+    triangular = np.diag(-np.arange(1.0, 5.0))
+    triangular[0, 1] = 2.0**20
+    # N^2 = 0: every power past the first vanishes.
+    nilpotent = np.zeros((4, 4))
+    nilpotent[0, 2] = 100.0
+    a = np.stack([small, gaussian, triangular, nilpotent])
+    s0 = np.maximum(0, np.ceil(np.log2(np.abs(a).sum(-2).max(-1) / plan.theta)))
+    with jax.enable_x64(True):
+        s = _squarings(jnp.asarray(a), k, tol)
+        got = np.asarray(jexpm.phi(jnp.asarray(a), k))
+        assert s[0] == 0 and s[1] == s0[1]
+        assert s[2] <= s0[2] - 5  # alpha = ||X^(p-1)||^(1/(p-1)) about 2^(20/(p-1))
+        assert s[3] == 0 < s0[3]
+        ref = _scipy_phis(a, k)
+        for i in range(4):
+            bound = 256 * EPS[np.dtype("float64")] * max(1.0, float(s0[i]))
+            assert rel_err(got[i], ref[i]) <= bound, i
+        loose = 1e-3
+        assert _phis.plan(k, "float64", loose).p < 3
+        rough = np.asarray(jexpm.phi(jnp.asarray(a[:2]), k, tol=loose))
+        assert rel_err(rough, ref[:2]) <= 10 * loose
+
+
+def test_derivatives_both_modes_match_the_block_matrix_and_each_other():
+    """Members with 0 to 8 squarings in one batch, real and complex: forward mode
+    against the block matrix's (another algorithm, the same function), reverse mode
+    against forward mode by <G, L(E)> = <L*(G), E>, and second derivatives (Hessian by
+    forward-over-reverse and reverse-over-forward) against the block matrix's."""
+    rng = np.random.default_rng(11)
+    with jax.enable_x64(True):
+        for dtype in ("float64", "complex128"):
+            a = random_with_norm(rng, (4, 5, 5), 1.0, dtype)
+            a = jnp.asarray(a * np.array([0.01, 1.0, 30.0, 300.0])[:, None, None])
+            e = jnp.asarray(random_with_norm(rng, (4, 5, 5), 1.0, dtype))
+            for k in (0, 2, 4):
+                g = jnp.asarray(random_with_norm(rng, (4, k + 1, 5, 5), 1.0, dtype))
+                _, tangent = jax.jvp(lambda x, k=k: jexpm.phi(x, k), (a,), (e,))
+                _, block = jax.jvp(lambda x, k=k: jexpm.phi(x, k, method="opt15"), (a,), (e,))
+                assert rel_err(tangent, block) <= 1e-12, (dtype, k)
+                (cotangent,) = jax.vjp(lambda x, k=k: jexpm.phi(x, k), a)[1](g)
+                lhs, rhs = jnp.sum(g * tangent), jnp.sum(cotangent * e)
+                assert abs(lhs - rhs) <= 1e-13 * abs(lhs), (dtype, k)
+        a = jnp.asarray(random_with_norm(rng, (3, 3), 5.0))
+        w = jnp.asarray(rng.standard_normal((3, 3, 3)))
+
+        def loss(x, method):
+            return jnp.sum(jexpm.phi(x, 2, method=method) * w)
+
+        want = jax.hessian(lambda x: loss(x, "opt15"))(a)
+        for hessian in (jax.jacfwd(jax.grad(loss)), jax.jacrev(jax.jacfwd(loss))):
+            assert rel_err(hessian(a, "squaring"), want) <= 1e-12
+
+
+def test_empty_and_low_precision_input():
+    assert jexpm.phi(jnp.zeros((2, 0, 0)), 2).shape == (2, 3, 0, 0)
+    assert jexpm.phi(jnp.zeros((0, 3, 3)), 2).shape == (0, 3, 3, 3)
+    a = jnp.asarray(random_with_norm(np.random.default_rng(3), (2, 4, 4), 3.0))
+    low = jexpm.phi(a.astype(jnp.bfloat16), 2)
+    assert low.dtype == jnp.bfloat16
+    assert rel_err(low.astype(jnp.float32), jexpm.phi(a, 2)) <= 2e-2
 
 
 def _augmented(a: np.ndarray, bs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,6 +268,10 @@ def test_derivatives_against_central_differences():
 
 
 def test_bad_input():
+    with pytest.raises(ValueError, match=r"phi: method must be one of"):
+        jexpm.phi(jnp.eye(2), 1, method="pade")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"phi: tol must satisfy 0 < tol < 1, got 2.0"):
+        jexpm.phi(jnp.eye(2), 1, tol=2.0)
     with pytest.raises(ValueError, match=r"phi: k must be a Python int >= 0, got -1"):
         jexpm.phi(jnp.eye(2), -1)
     with pytest.raises(ValueError, match=r"phi: k must be"):
