@@ -21,16 +21,20 @@ from ._multiply import expm_multiply as expm_multiply
 from ._options import METHODS as METHODS
 from ._options import Method as Method
 from ._orthogonal import orthogonal as orthogonal
+from ._phi import PHI_METHODS as PHI_METHODS
+from ._phi import PhiMethod as PhiMethod
 from ._phi import phi as phi
 from ._phi import phi_multiply as phi_multiply
 
 __all__ = [
     "METHODS",
     "MULTIPLY_METHODS",
+    "PHI_METHODS",
     "ActionInfo",
     "ExpmInfo",
     "Method",
     "MultiplyMethod",
+    "PhiMethod",
     "expm",
     "expm_frechet",
     "expm_lowrank",

@@ -33,6 +33,7 @@ from ._options import Method
 from ._phis import ModifiedSquaring
 
 #: The methods of ``phi``: modified squaring, or the block matrix by ``expm``'s methods.
+PHI_METHODS = ("squaring", *opt.METHODS)
 PhiMethod = Literal["squaring", "opt15", "ps", "baseline"]
 
 
@@ -98,8 +99,8 @@ def phi(
       N. J. Higham, "Functions of Matrices", SIAM (2008), section 10.7.4.
     """
     k = _check_order(k, "phi")
-    if method != "squaring":
-        method = opt.check_method(method, "phi")
+    if not isinstance(method, str) or method not in PHI_METHODS:
+        raise ValueError(f"phi: method must be one of {PHI_METHODS}, got {method!r}")
     tol = opt.check_tol(tol, "phi")
     opt.check_numeric("phi", a=a)
     (a,) = opt.as_inexact(a)
@@ -107,7 +108,7 @@ def phi(
     n, blocks = a.shape[-1], k + 1
     batch = a.shape[:-2]
     if method != "squaring":
-        return _phi_augmented(a, k, tol, method)
+        return _phi_augmented(a, k, tol, opt.check_method(method, "phi"))
     if n == 0:
         return jnp.zeros((*batch, blocks, 0, 0), a.dtype)
     work = a.astype(opt.working_dtype(a.dtype))

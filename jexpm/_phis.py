@@ -142,7 +142,7 @@ def plan(k: int, dtype: str, tol: float) -> Plan:
 
 
 def _exponent(plan_: Plan) -> int:
-    """t with θ = 2^t."""
+    """The exponent t of θ = 2^t."""
     return round(math.log2(plan_.theta))
 
 
