@@ -95,9 +95,9 @@ PRIVATE_IMPORTS = {
         "the paths benchmark times the XLA path beside the fused kernels through the "
         "computation's private static option fused=False"
     ),
-    ("benchmarks/phi.py", "jexpm._products"): (
-        "the modified-squaring prototype writes its products in the form expm chooses for "
-        "the size, so that the comparison with phi is of algorithms, not of product forms"
+    ("benchmarks/phi.py", "jexpm._phis"): (
+        "the report lists modified squaring's plan per (k, dtype) and the squarings and "
+        "products each member ran, which phi does not return"
     ),
     ("benchmarks/training_ms.py", "flows._plotting"): "the trainer's PNG helpers",
     ("benchmarks/accuracy.py", "flows._plotting"): "the trainer's PNG helpers",

@@ -208,6 +208,10 @@ CASES: dict[str, tuple[Callable, Callable]] = {
         lambda: jexpm.phi(EYE, 1.5),
         raises(ValueError, r"phi: k must be a Python int >= 0, got 1.5"),
     ),
+    "phi's unknown method": (
+        lambda: jexpm.phi(EYE, 1, method="pade"),  # type: ignore[arg-type]
+        raises(ValueError, r"phi: method must be one of \('squaring', 'opt15', 'ps', 'baseline'\)"),
+    ),
     "orthogonal's max_norm not positive": (
         lambda: jexpm.orthogonal(EYE, max_norm=-1.0),
         raises(ValueError, r"orthogonal: max_norm must be positive, got -1.0"),
