@@ -233,8 +233,10 @@ def _conv_batched(args, dims, *, pads, precision):
 
 
 def _conv_abstract(x, w, *, pads, precision):
-    out = jax.eval_shape(functools.partial(_plain_conv, pads=pads, precision=precision), x, w)
-    return ShapedArray(out.shape, out.dtype)
+    size = tuple(
+        n + lo + hi - k + 1 for n, k, (lo, hi) in zip(x.shape[1:3], w.shape[:2], pads, strict=True)
+    )
+    return ShapedArray((x.shape[0], *size, w.shape[3]), x.dtype)
 
 
 _conv_p.def_impl(_plain_conv)
