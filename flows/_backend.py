@@ -18,8 +18,10 @@ cited by item:
   values drawn flat, which XLA:CPU compiles several times faster (any backend: the same
   values).
 
-The convolution's and ELU's rules are custom VJPs, so ``jax.jvp`` does not pass through
-a coupling network on the CPU (docs/design.md, section 9a, item 5).
+The convolution's and ELU's derivative rules are custom JVPs whose tangents are
+primitives with their own transposes: forward mode (``jax.jvp``, ``jax.jacfwd``,
+``jax.linearize``) passes through the coupling networks, and reverse mode keeps and
+computes what items 2 and 3 ask for (docs/design.md, section 9a, item 5).
 """
 
 from __future__ import annotations
@@ -134,13 +136,17 @@ def conv_general_dilated(
 ) -> jax.Array:
     """``jax.lax.conv_general_dilated``, with loop-friendly gradients where they help.
 
-    Stride-1, undilated, ungrouped 2-D convolutions in NHWC/HWIO layout go through a
-    custom VJP: the input gradient is the
+    Stride-1, undilated, ungrouped 2-D convolutions in NHWC/HWIO layout are the
+    primitive ``flows_conv_nhwc``, bilinear in (input, kernel) like lax's: its JVP is
+    the same convolution of each tangent with the other operand, so forward mode
+    passes, and its transposes are NHWC/HWIO convolutions. The input gradient is the
     output gradient convolved with the kernel flipped in space, in/out channels swapped,
     padded by ``k - 1 - pad``; the kernel gradient is the input with channels as batch,
     ``(C, H, W, N)``, convolved with the output gradient read as a kernel
-    ``(H', W', N, O)``, transposed back from ``(C, kh, kw, O)``. The same sums either
-    way; only their order of evaluation may differ. All other cases go to ``lax``.
+    ``(H', W', N, O)``, transposed back from ``(C, kh, kw, O)``. The same sums as lax's
+    rules; only their order of evaluation may differ. Under ``vmap`` a mapped input
+    joins the batch and a mapped kernel the output channels; with both mapped, lax's
+    grouped convolution (and its gradients) is used. All other cases go to ``lax``.
     """
     plain = (
         lhs.ndim == 4
