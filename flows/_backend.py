@@ -18,8 +18,10 @@ cited by item:
   values drawn flat, which XLA:CPU compiles several times faster (any backend: the same
   values).
 
-The convolution's and ELU's rules are custom VJPs, so ``jax.jvp`` does not pass through
-a coupling network on the CPU (docs/design.md, section 9a, item 5).
+The convolution's and ELU's derivative rules are custom JVPs whose tangents are
+primitives with their own transposes: forward mode (``jax.jvp``, ``jax.jacfwd``,
+``jax.linearize``) passes through the coupling networks, and reverse mode keeps and
+computes what items 2 and 3 ask for (docs/design.md, section 9a, item 5).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax import lax
+from jax.core import ShapedArray
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
 F = TypeVar("F", bound=Callable)
 
@@ -131,13 +136,17 @@ def conv_general_dilated(
 ) -> jax.Array:
     """``jax.lax.conv_general_dilated``, with loop-friendly gradients where they help.
 
-    Stride-1, undilated, ungrouped 2-D convolutions in NHWC/HWIO layout go through a
-    custom VJP: the input gradient is the
+    Stride-1, undilated, ungrouped 2-D convolutions in NHWC/HWIO layout are the
+    primitive ``flows_conv_nhwc``, bilinear in (input, kernel) like lax's: its JVP is
+    the same convolution of each tangent with the other operand, so forward mode
+    passes, and its transposes are NHWC/HWIO convolutions. The input gradient is the
     output gradient convolved with the kernel flipped in space, in/out channels swapped,
     padded by ``k - 1 - pad``; the kernel gradient is the input with channels as batch,
     ``(C, H, W, N)``, convolved with the output gradient read as a kernel
-    ``(H', W', N, O)``, transposed back from ``(C, kh, kw, O)``. The same sums either
-    way; only their order of evaluation may differ. All other cases go to ``lax``.
+    ``(H', W', N, O)``, transposed back from ``(C, kh, kw, O)``. The same sums as lax's
+    rules; only their order of evaluation may differ. Under ``vmap`` a mapped input
+    joins the batch and a mapped kernel the output channels; with both mapped, lax's
+    grouped convolution (and its gradients) is used. All other cases go to ``lax``.
     """
     plain = (
         lhs.ndim == 4
@@ -172,59 +181,142 @@ def conv_general_dilated(
     return _conv(lhs, rhs, pads, precision)
 
 
-def _plain_conv(x, w, pads: Padding, precision) -> jax.Array:
+def _plain_conv(x, w, *, pads: Padding, precision) -> jax.Array:
     return lax.conv_general_dilated(
         x, w, (1, 1), pads, dimension_numbers=_NHWC, precision=precision
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+#: ``_plain_conv(x, w)`` as one bilinear primitive: the convolution's own derivative
+#: rules, so that forward mode passes and reverse mode keeps (x, w) and transposes into
+#: NHWC/HWIO convolutions (docs/design.md, section 9a, items 2 and 5).
+_conv_p = Primitive("flows_conv_nhwc")
+
+
 def _conv(x: jax.Array, w: jax.Array, pads: Padding, precision) -> jax.Array:
-    return _plain_conv(x, w, pads, precision)
+    return _conv_p.bind(x, w, pads=pads, precision=precision)
 
 
-def _conv_forward(x, w, pads, precision):
-    return _plain_conv(x, w, pads, precision), (x, w)
+def _conv_input_transpose(dy, x, w, *, pads, precision):
+    """The input gradient: ``dy`` convolved with the kernel turned around.
 
-
-def _conv_backward(pads, precision, residuals, dy):
-    x, w = residuals
+    The kernel flipped in space, in and out channels swapped, padded by ``k - 1 - pad``
+    (stride 1: the input's size again).
+    """
     kernel = w.shape[:2]
     flipped = jnp.flip(w, (0, 1)).swapaxes(2, 3)
     dx_pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(kernel, pads, strict=True))
-    dx = _plain_conv(dy, flipped, dx_pads, precision)
+    return _conv(dy, flipped, dx_pads, precision)
+
+
+def _conv_kernel_transpose(dy, x, w, *, pads, precision):
+    """The kernel gradient: the input convolved with ``dy`` as the kernel.
+
+    The input with channels as batch, ``(C, H, W, N)``, convolved with ``dy`` read as a
+    kernel ``(H', W', N, O)``, transposed back from ``(C, kh, kw, O)``.
+    """
     channels_as_batch = jnp.transpose(x, (3, 1, 2, 0))  # (C, H, W, N)
     dy_as_kernel = jnp.transpose(dy, (1, 2, 0, 3))  # (H', W', N, O)
-    dw = _plain_conv(channels_as_batch, dy_as_kernel, pads, precision)  # (C, kh, kw, O)
-    return dx, jnp.transpose(dw, (1, 2, 0, 3))
+    dw = _conv(channels_as_batch, dy_as_kernel, pads, precision)  # (C, kh, kw, O)
+    return jnp.transpose(dw, (1, 2, 0, 3))
 
 
-_conv.defvjp(_conv_forward, _conv_backward)
+def _conv_batched(args, dims, *, pads, precision):
+    """vmap: a mapped input joins the batch axis, a mapped kernel the output channels."""
+    (x, w), (dx, dw) = args, dims
+    if dw is None:
+        x = jnp.moveaxis(x, dx, 0)
+        y = _conv(x.reshape(-1, *x.shape[2:]), w, pads, precision)
+        return y.reshape(*x.shape[:2], *y.shape[1:]), 0
+    if dx is None:
+        w = jnp.moveaxis(w, dw, 3)  # (kh, kw, C, B, O)
+        y = _conv(x, w.reshape(*w.shape[:3], -1), pads, precision)
+        return y.reshape(*y.shape[:3], *w.shape[3:]), 3
+    # Both mapped: lax's own batching (a grouped convolution) and from there lax's
+    # own derivative rules.
+    conv = functools.partial(_plain_conv, pads=pads, precision=precision)
+    return jax.vmap(conv, in_axes=(dx, dw))(x, w), 0
+
+
+def _conv_abstract(x, w, *, pads, precision):
+    size = tuple(
+        n + lo + hi - k + 1 for n, k, (lo, hi) in zip(x.shape[1:3], w.shape[:2], pads, strict=True)
+    )
+    return ShapedArray((x.shape[0], *size, w.shape[3]), x.dtype)
+
+
+_conv_p.def_impl(_plain_conv)
+_conv_p.def_abstract_eval(_conv_abstract)
+mlir.register_lowering(_conv_p, mlir.lower_fun(_plain_conv, multiple_results=False))
+ad.defbilinear(_conv_p, _conv_input_transpose, _conv_kernel_transpose)
+batching.primitive_batchers[_conv_p] = _conv_batched
 
 
 # ------------------------------------------------------------ what is kept (item 3)
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def elu(x: jax.Array) -> jax.Array:
-    """``jax.nn.elu(x)`` (alpha 1), whose gradient keeps only the output.
+    """``jax.nn.elu(x)`` (alpha 1), whose derivative is read from the output only.
 
     ELU's derivative is 1 where x > 0 and e^x = elu(x) + 1 elsewhere, and the output is
     also the next convolution's input, which that convolution's gradient keeps anyway.
+    The tangent is the primitive ``flows_elu_tangent`` of (output, direction), linear in
+    the direction and its own transpose, so reverse mode keeps only the output.
     """
     return jax.nn.elu(x)
 
 
-def _elu_forward(x):
+@elu.defjvp
+def _elu_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
     y = jax.nn.elu(x)
-    return y, y
+    return y, _elu_tangent_p.bind(y, dx)
 
 
-def _elu_backward(y, dy):
-    return (jnp.where(y > 0, dy, dy * (y + 1)),)
+#: ``(y, t) -> t * elu'(x)`` for ``y = elu(x)``: ``t`` where y > 0, ``t * (y + 1)``
+#: elsewhere.
+_elu_tangent_p = Primitive("flows_elu_tangent")
 
 
-elu.defvjp(_elu_forward, _elu_backward)
+def _elu_tangent(y, t):
+    return jnp.where(y > 0, t, t * (y + 1))
+
+
+def _elu_tangent_jvp(primals, tangents):
+    (y, t), (dy, dt) = primals, tangents
+    out = _elu_tangent_p.bind(y, t)
+    terms = []
+    if type(dt) is not ad.Zero:
+        terms.append(_elu_tangent_p.bind(y, dt))
+    if type(dy) is not ad.Zero:
+        terms.append(jnp.where(y > 0, jnp.zeros_like(t), t * dy))
+    return out, functools.reduce(jnp.add, terms)
+
+
+def _elu_tangent_transpose(ct, y, t):
+    if ad.is_undefined_primal(y):
+        raise ValueError("flows_elu_tangent is linear in its direction only")
+    if type(ct) is ad.Zero:
+        return None, ad.Zero(t.aval)
+    return None, _elu_tangent_p.bind(y, ct)  # a diagonal map: its own transpose
+
+
+def _elu_tangent_batched(args, dims):
+    size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+    y, t = (
+        jnp.broadcast_to(a, (size, *a.shape)) if d is None else jnp.moveaxis(a, d, 0)
+        for a, d in zip(args, dims, strict=True)
+    )
+    return _elu_tangent_p.bind(y, t), 0
+
+
+_elu_tangent_p.def_impl(_elu_tangent)
+_elu_tangent_p.def_abstract_eval(lambda y, t: ShapedArray(t.shape, t.dtype))
+mlir.register_lowering(_elu_tangent_p, mlir.lower_fun(_elu_tangent, multiple_results=False))
+ad.primitive_jvps[_elu_tangent_p] = _elu_tangent_jvp
+ad.primitive_transposes[_elu_tangent_p] = _elu_tangent_transpose
+batching.primitive_batchers[_elu_tangent_p] = _elu_tangent_batched
 
 
 def recomputed(f: F) -> F:
