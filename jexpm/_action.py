@@ -136,7 +136,7 @@ class ActionPath(NamedTuple):
     """The function of X that the action computed, per member (batch-shaped int32).
 
     Attributes:
-      order: the Taylor order m (0: the shifted X0 is zero, F = e^mu B; FORMED: the
+      order: the Taylor order m (at least 1, also where the shifted X0 is zero; FORMED: the
         member's value is expm(X) B, computed outside the steps, which leave B as it is).
       steps: the number of scaling steps s (>= 1; 1 for formed members); 0 for members
         that return NaN (non-finite input).
@@ -248,8 +248,11 @@ def select(
             worth, lambda: _with_powers(x0, log2_n1, log2_theta, matmul), lambda: (m1, s1)
         )
     m, s = jnp.where(large, m, m1), jnp.where(large, s, s1)
+    # A zero X0 (A a multiple of I) still takes one term: the value is the same, and the
+    # derivative of the computed polynomial then carries the direction's part off the
+    # multiples of I (order 0 would drop it: a constant has no derivative).
     zero = n1 == 0
-    m = jnp.where(zero, 0, m)
+    m = jnp.where(zero, 1, m)
     s = jnp.where(zero, 1, s)
     formed = finite & ~zero & (s > MAX_STEPS)
     m = jnp.where(formed, FORMED, m)

@@ -41,7 +41,7 @@ class ActionInfo(NamedTuple):
     """What one :func:`expm_multiply` call did, per batch member (batch-shaped arrays).
 
     Attributes:
-      order: Taylor order m (``method="action"``; 0 when the shifted matrix is zero)
+      order: Taylor order m (``method="action"``; 1 when the shifted matrix is zero)
         or the order of :func:`jexpm.expm` (``method="expm"``).
       steps: scaling steps s (``"action"``; 0 for members that returned NaN) or
         squarings (``"expm"``).

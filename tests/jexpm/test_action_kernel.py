@@ -39,7 +39,7 @@ def _inputs(n, k, members, top, dtype):
     norms = np.geomspace(1e-3, top, members)
     x = np.stack([random_with_norm(rng, (n, n), v, dtype) for v in norms])
     x[2, 0, 0] = np.nan  # non-finite: NaN, steps 0
-    x[4] = 0  # zero: order 0, F = B
+    x[4] = 0  # zero: order 1 (one zero term), F = B
     if n == 6:
         x[5] *= 1e6 / norms[5]  # stiff: formed by the caller, the steps leave B
     b = rng.standard_normal((members, n, k)).astype(dtype)
@@ -130,7 +130,7 @@ def test_the_kernel_takes_the_xla_path_and_its_values(dtype, n, k, members, top)
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
         _same_products(count, count_xla, path.steps)
         steps, order = np.asarray(path.steps), np.asarray(path.order)
-        assert steps[2] == 0 and order[4] == 0 and steps.max() >= 3
+        assert steps[2] == 0 and order[4] == 1 and steps.max() >= 3
         if n == 6:
             assert order[5] == -1  # formed: B comes back as it is
             np.testing.assert_array_equal(np.asarray(f[5]), np.asarray(b[5]))

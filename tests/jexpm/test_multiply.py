@@ -205,14 +205,32 @@ def test_float32_at_flow_sizes(n):
 # --- the selection: every branch --------------------------------------------------
 
 
-def test_zero_and_scalar_matrices_take_no_terms():
+def test_zero_and_scalar_matrices_take_one_term_and_differentiate_exactly():
+    """A = c I shifts to X0 = 0. One (zero) term keeps the value e^c B and makes the
+    derivative of the computed polynomial the true one, L(cI, E) B = e^c E B, in both
+    modes: with no term the direction's part off the multiples of I was lost (found in
+    a Glow whose couplings start at multiples of I)."""
     b = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     a = np.stack([np.zeros((3, 3)), 0.7 * np.eye(3)]).astype(np.float32)
     y, info = jexpm.expm_multiply(a, b.astype(np.float32), return_info=True)
     np.testing.assert_allclose(y, np.stack([b[0], np.exp(0.7) * b[1]]), rtol=1e-6)
-    assert info.order.tolist() == [0, 0]
+    assert info.order.tolist() == [1, 1]
     assert info.steps.tolist() == [1, 1]
-    assert info.matvecs.tolist() == [0, 0]
+    assert info.matvecs.tolist() == [1, 1]
+    rng = np.random.default_rng(4)
+    e, g = rng.standard_normal((2, 3, 3)), rng.standard_normal((2, 3))
+    with jax.enable_x64(True):
+        a64 = jnp.asarray(a, jnp.float64)
+
+        def action(a):
+            return jexpm.expm_multiply(a, jnp.asarray(b))
+
+        scale = np.exp(np.asarray(a64[:, 0, 0]))  # e^c, c = 0 and float32's 0.7
+        want = scale[:, None] * np.einsum("bij,bj->bi", e, b)
+        np.testing.assert_allclose(jax.jvp(action, (a64,), (jnp.asarray(e),))[1], want, rtol=1e-14)
+        grad = jax.vjp(action, a64)[1](jnp.asarray(g))[0]
+        want_grad = scale[:, None, None] * g[:, :, None] * b[:, None, :]
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-14)
 
 
 def test_orders_steps_and_early_termination_per_member():
