@@ -15,6 +15,10 @@ first of them 75% of the memory, so they allocate as they go instead.
 
 JAX keeps compiled programs in memory for the process's lifetime; clearing those caches
 after each module keeps a process's memory that of one module's work.
+
+pytest-xdist (``--dist loadfile``) hands whole files to its workers in the order of
+collection (``--no-loadscope-reorder``), which starts the longest files first: see
+``LONGEST_FIRST``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections import Counter
 
 import jax
 import pytest
@@ -61,6 +66,53 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)
         del os.environ[CACHE_ENV]
+
+
+#: The test files that take longest, longest first (measured one file at a time on two
+#: CPU cores, and in CI's durations). pytest-xdist's ``--dist loadfile`` gives a worker
+#: one whole file at a time, the next in the queue when it is almost done with its own;
+#: by default it queues the files with the most tests first, which put the files of a few
+#: long tests (the training runs, the notebooks, the multi-process runs) after dozens of
+#: others, where one of them could run alone at the end. These go first, then the others
+#: as pytest-xdist would queue them (most tests first): short files make the end of the
+#: run, and keep both workers busy. Each file's tests keep their order.
+LONGEST_FIRST = (
+    "tests/examples/test_notebooks.py",
+    "tests/jexpm/test_api.py",
+    "tests/jexpm/test_grad.py",
+    "tests/flows/test_train.py",
+    "tests/flows/test_multiprocess.py",
+    "tests/jexpm/test_kernel.py",
+    "tests/jexpm/test_multiply.py",
+    "tests/jexpm/test_accuracy.py",
+    "tests/flows/test_glow.py",
+    "tests/flows/test_layers.py",
+    "tests/docs/test_docs.py",
+    "tests/jexpm/test_backend_paths.py",
+    "tests/jexpm/test_member_orders.py",
+    "tests/jexpm/test_action_kernel.py",
+    "tests/benchmarks/test_isolation.py",
+    "tests/benchmarks/test_device.py",
+    "tests/flows/test_statistics.py",
+    "flows/_glow.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Queue the files for pytest-xdist (``--no-loadscope-reorder``): see LONGEST_FIRST."""
+    rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
+    tests_in = Counter(_file_of(item) for item in items)
+
+    def queue_position(item: pytest.Item) -> tuple[int, int]:
+        path = _file_of(item)
+        return rank.get(path, len(rank)), -tests_in[path]
+
+    # A stable sort: the files of equal rank, and each file's tests, keep their order.
+    items.sort(key=queue_position)
+
+
+def _file_of(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -342,11 +342,14 @@ def test_jvp_matches_frechet_and_finite_differences(name, method):
     """jvp, linearize and jacfwd all give L(A, E), at norms that take every path."""
     rng = np.random.default_rng(11)
     fn = functools.partial(FUNCS[name], method=method)
+    # One jitted jvp for every norm (same shape and dtype: one compilation, where a jit
+    # made inside the loop traced and compiled, or fetched from the cache, once per norm).
+    jvp = jax.jit(lambda a, e: jax.jvp(fn, (a,), (e,)))
     with jax.enable_x64(True):
         for norm in GRAD_NORMS:
             a = random_with_norm(rng, (N, N), norm)
             e = rng.standard_normal((N, N))
-            x, tangent = jax.jit(lambda a, e: jax.jvp(fn, (a,), (e,)))(a, e)
+            x, tangent = jvp(a, e)
             np.testing.assert_array_equal(x, fn(a))
             fd = _central_difference(fn, a, e, h=1e-6 * max(1.0, norm))
             assert rel_err(tangent, fd) <= 1e-7, (norm, rel_err(tangent, fd))
