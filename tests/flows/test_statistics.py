@@ -75,9 +75,9 @@ def test_couplings_on_the_action_report_its_order_and_steps():
     assert stats["coupling"]["order"].shape == (3 * 2 * 4 * 4,)
     action = stats["coupling action"]
     assert action["order"].shape == action["steps"].shape == (3 * 2 * 2,)
-    # at initialisation S = 0 (the network's last convolution is zero): one step, and
-    # no Taylor term at all
-    assert bool(jnp.all(action["steps"] == 1)) and bool(jnp.all(action["order"] == 0))
+    # at initialisation S = 0 (the network's last convolution is zero): one step of one
+    # (zero) Taylor term, which keeps the derivative in S exact
+    assert bool(jnp.all(action["steps"] == 1)) and bool(jnp.all(action["order"] == 1))
 
 
 def test_low_rank_couplings_report_their_phi1():
