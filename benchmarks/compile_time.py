@@ -128,40 +128,61 @@ def _measure(tree: Path, spec: dict, limit: float) -> dict:
     return result
 
 
-def run(workloads: Sequence[str], revision: str | None, repeats: int, limit: float) -> Section:
-    """Measure every workload: the current tree with and without statistics, unrolled, and REV."""
+def run(
+    workloads: Sequence[str],
+    revision: str | None,
+    repeats: int,
+    limit: float,
+    rounds: int = 1,
+    variants: bool = True,
+) -> Section:
+    """Measure every workload: the current tree with and without statistics, unrolled, and REV.
+
+    ``rounds`` > 1 runs the whole list that many times over, so that the trees
+    alternate under the same load, and reports medians with their range.
+    ``variants=False`` leaves out the rows with statistics and unrolled.
+    """
     runs: list[tuple[str, str, bool, bool]] = []  # tree, workload, statistics, unrolled
     for workload in workloads:
-        runs.append(("current", workload, True, False))
+        if variants:
+            runs.append(("current", workload, True, False))
         runs.append(("current", workload, False, False))
-        runs.append(("current", workload, False, True))
+        if variants:
+            runs.append(("current", workload, False, True))
         if revision:
             runs.append((revision, workload, False, False))
-    rows, data = [], []
+    measured: dict[tuple[str, str, bool, bool], list[dict]] = {run: [] for run in runs}
+    data = []
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"current": ROOT}
         if revision:
             trees[revision] = Path(tmp)
             isolation.export_revision(revision, Path(tmp))
-        for tree_name, workload, stats, unroll in runs:
-            reps = max(1, repeats // 3) if workload == "cifar10" else repeats
-            spec = {"workload": workload, "statistics": stats, "unroll": unroll, "repeats": reps}
-            print(f"{tree_name} {spec} ...", file=sys.stderr, flush=True)
-            result = _measure(trees[tree_name], spec, limit)
-            data.append({"tree": tree_name, **spec, **result})
-            label = f"{tree_name}{' + (m, s)' if stats else ''}{', unrolled' if unroll else ''}"
-            if "error" in result:
-                rows.append([workload, label, result["error"], "", ""])
-                continue
-            rows.append(
-                [
-                    workload,
-                    label,
-                    f"{result['init_s']:.1f}",
-                    f"{result['compile_s']:.1f}",
-                    f"{1e3 * result['step_s']:.0f}",
-                ]
-            )
+        for round_ in range(rounds):
+            for run_ in runs:
+                tree_name, workload, stats, unroll = run_
+                reps = max(1, repeats // 3) if workload == "cifar10" else repeats
+                spec = dict(workload=workload, statistics=stats, unroll=unroll, repeats=reps)
+                print(f"round {round_ + 1}/{rounds}: {tree_name} {spec} ...", file=sys.stderr)
+                result = _measure(trees[tree_name], spec, limit)
+                data.append({"tree": tree_name, "round": round_, **spec, **result})
+                measured[run_].append(result)
+    rows = []
+    for (tree_name, workload, stats, unroll), results in measured.items():
+        label = f"{tree_name}{' + (m, s)' if stats else ''}{', unrolled' if unroll else ''}"
+        good = [r for r in results if "error" not in r]
+        if not good:
+            rows.append([workload, label, results[0]["error"], "", ""])
+            continue
+        rows.append(
+            [
+                workload,
+                label,
+                _summary([r["init_s"] for r in good], "{:.1f}"),
+                _summary([r["compile_s"] for r in good], "{:.1f}"),
+                _summary([1e3 * r["step_s"] for r in good], "{:.0f}"),
+            ]
+        )
     table = markdown_table(
         ["workload", "tree", "init s (compile incl.)", "step compile s", "step ms"], rows
     )
@@ -171,7 +192,20 @@ def run(workloads: Sequence[str], revision: str | None, repeats: int, limit: flo
         "step also returns the (m, s) statistics of every exponential; `unrolled`: "
         "`scan_unroll=True`, the stacked steps and blocks compiled one by one."
     )
+    if rounds > 1:
+        note += (
+            f" {rounds} rounds, the rows measured in turn within each: median over the"
+            " rounds (min–max)."
+        )
     return Section(f"{note}\n\n{table}", data)
+
+
+def _summary(values: list[float], fmt: str) -> str:
+    """The median of ``values``, with their range when there are several."""
+    median = fmt.format(statistics.median(values))
+    if len(values) == 1:
+        return median
+    return f"{median} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -187,13 +221,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=6, help="timed steps (cifar10: a third)")
     parser.add_argument("--limit", type=float, default=1200.0, help="seconds per measurement")
     parser.add_argument("--out", type=Path, default=None, help="markdown output file")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every row this many times, in turn"
+    )
+    parser.add_argument(
+        "--no-variants",
+        dest="variants",
+        action="store_false",
+        help="leave out the rows with statistics and unrolled",
+    )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     for w in workloads:
         _config(w)  # fail early on a bad name
     out = args.out or RESULTS / f"compile-{jax.default_backend()}.md"
     start = time.perf_counter()
-    section = run(workloads, args.revision, args.repeats, args.limit)
+    section = run(workloads, args.revision, args.repeats, args.limit, args.rounds, args.variants)
     finish(
         out, "benchmarks.compile_time", "benchmarks.compile_time", argv, {"compile": section}, start
     )

@@ -370,20 +370,23 @@ def _hessian_transpose(ct, a, g, x, *path, approximant, max_squarings, depth):
     return None, lifted[..., :n, n:], None, *nones
 
 
-frechet_p.def_impl(
-    jax.jit(_frechet_impl, static_argnames=("approximant", "max_squarings", "depth", "transposed"))
+# Implemented and lowered as jitted functions: a program that holds the primitive traces
+# its implementation once for each set of shapes and parameters, and every later program
+# with the same (the value, its gradient, its jvp, ... in one process) reuses that trace.
+_frechet_jit = jax.jit(
+    _frechet_impl, static_argnames=("approximant", "max_squarings", "depth", "transposed")
 )
+frechet_p.def_impl(_frechet_jit)
 frechet_p.def_abstract_eval(_frechet_abstract_eval)
-mlir.register_lowering(frechet_p, mlir.lower_fun(_frechet_impl, multiple_results=False))
+mlir.register_lowering(frechet_p, mlir.lower_fun(_frechet_jit, multiple_results=False))
 ad.primitive_jvps[frechet_p] = _frechet_jvp
 ad.primitive_transposes[frechet_p] = _frechet_transpose
 batching.primitive_batchers[frechet_p] = _batching.batch_rule(frechet_p)
 
-hessian_p.def_impl(
-    jax.jit(_hessian_impl, static_argnames=("approximant", "max_squarings", "depth"))
-)
+_hessian_jit = jax.jit(_hessian_impl, static_argnames=("approximant", "max_squarings", "depth"))
+hessian_p.def_impl(_hessian_jit)
 hessian_p.def_abstract_eval(_hessian_abstract_eval)
-mlir.register_lowering(hessian_p, mlir.lower_fun(_hessian_impl, multiple_results=False))
+mlir.register_lowering(hessian_p, mlir.lower_fun(_hessian_jit, multiple_results=False))
 ad.primitive_jvps[hessian_p] = _hessian_jvp
 ad.primitive_transposes[hessian_p] = _hessian_transpose
 batching.primitive_batchers[hessian_p] = _batching.batch_rule(hessian_p)

@@ -178,21 +178,25 @@ def _second_order_rule(impl):
     return rule
 
 
-tangent_p.def_impl(jax.jit(_tangent_impl, static_argnames=("tol",)))
+# Jitted, so that every program holding a primitive with the same shapes reuses one trace
+# of its implementation (as _derivatives.py does for its own).
+_tangent_jit = jax.jit(_tangent_impl, static_argnames=("tol",))
+tangent_p.def_impl(_tangent_jit)
 tangent_p.def_abstract_eval(lambda x, b, dx, db, order, steps, tol: ShapedArray(b.shape, b.dtype))
-mlir.register_lowering(tangent_p, mlir.lower_fun(_tangent_impl, multiple_results=False))
+mlir.register_lowering(tangent_p, mlir.lower_fun(_tangent_jit, multiple_results=False))
 ad.primitive_transposes[tangent_p] = _tangent_transpose
 batching.primitive_batchers[tangent_p] = batch_rule(tangent_p)
 ad.primitive_jvps[tangent_p] = _second_order_rule(_tangent_xla)
 
-transpose_p.def_impl(jax.jit(_transpose_impl, static_argnames=("tol",)))
+_transpose_jit = jax.jit(_transpose_impl, static_argnames=("tol",))
+transpose_p.def_impl(_transpose_jit)
 transpose_p.def_abstract_eval(
     lambda x, b, g, order, steps, tol: (
         ShapedArray(x.shape, x.dtype),
         ShapedArray(b.shape, b.dtype),
     )
 )
-mlir.register_lowering(transpose_p, mlir.lower_fun(_transpose_impl, multiple_results=True))
+mlir.register_lowering(transpose_p, mlir.lower_fun(_transpose_jit, multiple_results=True))
 batching.primitive_batchers[transpose_p] = batch_rule(transpose_p)
 ad.primitive_jvps[transpose_p] = _second_order_rule(_transpose_xla)
 
