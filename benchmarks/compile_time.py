@@ -1,6 +1,6 @@
 """Training-step compile and step time: does compile time grow with the number of steps?
 
-``python -m benchmarks.compile_time [--revision REV]`` builds the training step of three
+``python -m benchmarks.compile_time [--revision REV ...]`` builds the training step of three
 Glow configurations and reports, per configuration, the time to initialise the model
 (the jitted data-dependent ActNorm pass, compile included), to compile the training
 step, and the median step time:
@@ -14,11 +14,11 @@ step, and the median step time:
 
 The current tree's step is timed with and without the (m, s) statistics it returns,
 and with its scans unrolled (``scan_unroll=True``: compile time then grows with depth).
-``--revision REV`` also measures the flows and jexpm packages of a git revision (e.g.
-the one before the steps ran under a scan) in the same run, so the two are compared
-under the same load. Each measurement runs in its own process
-(:mod:`benchmarks.isolation`). Results go to ``benchmarks/results/compile-<backend>.md``
-and ``.json``.
+``--revision REV`` (repeatable) also measures the flows and jexpm packages of a git
+revision (e.g. the one before the steps ran under a scan) in the same run, so that the
+trees are compared under the same load; ``--rounds`` measures them in turn several
+times. Each measurement runs in its own process (:mod:`benchmarks.isolation`).
+Results go to ``benchmarks/results/compile-<backend>.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _measure(tree: Path, spec: dict, limit: float) -> dict:
 
 def run(
     workloads: Sequence[str],
-    revision: str | None,
+    revisions: Sequence[str],
     repeats: int,
     limit: float,
     rounds: int = 1,
@@ -149,15 +149,16 @@ def run(
         runs.append(("current", workload, False, False))
         if variants:
             runs.append(("current", workload, False, True))
-        if revision:
+        for revision in revisions:
             runs.append((revision, workload, False, False))
     measured: dict[tuple[str, str, bool, bool], list[dict]] = {run: [] for run in runs}
     data = []
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"current": ROOT}
-        if revision:
-            trees[revision] = Path(tmp)
-            isolation.export_revision(revision, Path(tmp))
+        for revision in revisions:
+            trees[revision] = Path(tmp) / revision
+            trees[revision].mkdir()
+            isolation.export_revision(revision, trees[revision])
         for round_ in range(rounds):
             for run_ in runs:
                 tree_name, workload, stats, unroll = run_
@@ -165,6 +166,7 @@ def run(
                 spec = dict(workload=workload, statistics=stats, unroll=unroll, repeats=reps)
                 print(f"round {round_ + 1}/{rounds}: {tree_name} {spec} ...", file=sys.stderr)
                 result = _measure(trees[tree_name], spec, limit)
+                result.pop("flows", None)  # a path of this machine, checked by _measure
                 data.append({"tree": tree_name, "round": round_, **spec, **result})
                 measured[run_].append(result)
     rows = []
@@ -217,7 +219,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {WORKLOADS}"
     )
-    parser.add_argument("--revision", default=None, help="also measure this git revision")
+    parser.add_argument(
+        "--revision", action="append", default=[], help="also measure this git revision"
+    )
     parser.add_argument("--repeats", type=int, default=6, help="timed steps (cifar10: a third)")
     parser.add_argument("--limit", type=float, default=1200.0, help="seconds per measurement")
     parser.add_argument("--out", type=Path, default=None, help="markdown output file")

@@ -126,6 +126,7 @@ def _measure(contender: str, count: int, tree: Path | None = None) -> dict:
     result = isolation.run_isolated([sys.executable, "-c", code], LIMIT_SECONDS)
     if "error" not in result and Path(result["jexpm"]).parent != tree / "jexpm":
         result = {"error": f"measured {result['jexpm']}, not {tree / 'jexpm'}"}
+    result.pop("jexpm", None)  # a path of this machine, checked above
     return result
 
 
