@@ -125,6 +125,7 @@ def _measure(tree: Path, spec: dict, limit: float) -> dict:
     result = isolation.run_isolated([sys.executable, "-c", code], limit)
     if "error" not in result and Path(result["flows"]) != tree / "flows":
         result = {"error": f"measured {result['flows']}, not {tree / 'flows'}"}
+    result.pop("flows", None)  # a path of this machine, checked above
     return result
 
 
@@ -136,21 +137,18 @@ def run(
     rounds: int = 1,
     variants: bool = True,
 ) -> Section:
-    """Measure every workload: the current tree with and without statistics, unrolled, and REV.
+    """Every workload, on the current tree (plain, with statistics, unrolled) and each revision.
 
     ``rounds`` > 1 runs the whole list that many times over, so that the trees
     alternate under the same load, and reports medians with their range.
     ``variants=False`` leaves out the rows with statistics and unrolled.
     """
+    # (statistics, unrolled) of the current tree's rows
+    current = [(True, False), (False, False), (False, True)] if variants else [(False, False)]
     runs: list[tuple[str, str, bool, bool]] = []  # tree, workload, statistics, unrolled
     for workload in workloads:
-        if variants:
-            runs.append(("current", workload, True, False))
-        runs.append(("current", workload, False, False))
-        if variants:
-            runs.append(("current", workload, False, True))
-        for revision in revisions:
-            runs.append((revision, workload, False, False))
+        runs += [("current", workload, stats, unroll) for stats, unroll in current]
+        runs += [(revision, workload, False, False) for revision in revisions]
     measured: dict[tuple[str, str, bool, bool], list[dict]] = {run: [] for run in runs}
     data = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +164,6 @@ def run(
                 spec = dict(workload=workload, statistics=stats, unroll=unroll, repeats=reps)
                 print(f"round {round_ + 1}/{rounds}: {tree_name} {spec} ...", file=sys.stderr)
                 result = _measure(trees[tree_name], spec, limit)
-                result.pop("flows", None)  # a path of this machine, checked by _measure
                 data.append({"tree": tree_name, "round": round_, **spec, **result})
                 measured[run_].append(result)
     rows = []
